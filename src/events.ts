@@ -1,0 +1,69 @@
+import type { PyvisorError } from './errors.js';
+import type { WorkerExitReason } from './machines/worker.machine.js';
+
+/**
+ * Public state of one worker slot. `restarting`: the slot's process ended and a replacement is
+ * scheduled (backoff) or waiting for the circuit breaker.
+ */
+export type WorkerState =
+  | 'starting'
+  | 'initializing'
+  | 'ready'
+  | 'busy'
+  | 'stopping'
+  | 'stopped'
+  | 'restarting';
+
+/**
+ * Events of a {@link Pool}, for `pool.on(name, listener)`. Each listener gets one object argument.
+ */
+export interface PoolEvents {
+  /** Every worker is ready (again). */
+  'pool.ready': (event: { name: string }) => void;
+  /** The pool failed (restart intensity exceeded, or no interpreter): every call now rejects. */
+  'pool.failed': (event: { error: PyvisorError }) => void;
+  /** A worker slot changed state. */
+  'worker.state': (event: {
+    workerId: number;
+    pid: number | null;
+    from: WorkerState;
+    to: WorkerState;
+  }) => void;
+  /** A worker process ended. */
+  'worker.exit': (event: {
+    workerId: number;
+    pid: number | null;
+    reason: WorkerExitReason;
+    exitCode: number | null;
+    signal: NodeJS.Signals | null;
+    error: PyvisorError | null;
+  }) => void;
+  /** A slot will get a new process after `delay` ms. */
+  'worker.restart': (event: {
+    workerId: number;
+    reason: WorkerExitReason | 'recycled';
+    delay: number;
+    error: PyvisorError | null;
+  }) => void;
+  /** A worker is being replaced gracefully (`recycle.maxCalls` or `recycle.maxAge`). */
+  'worker.recycle': (event: {
+    workerId: number;
+    pid: number | null;
+    why: 'maxCalls' | 'maxAge';
+  }) => void;
+  /** One line a worker wrote to stderr. */
+  'worker.stderr': (event: { workerId: number; pid: number | null; line: string }) => void;
+  /** One line a worker wrote to stdout (e.g. `print()` in a handler). */
+  'worker.stdout': (event: { workerId: number; pid: number | null; line: string }) => void;
+  /** A worker did not answer a health check in time; it is killed and replaced. */
+  'health.failed': (event: { workerId: number; pid: number | null }) => void;
+  /** The circuit breaker changed state; `error` is the last start failure when it opens. */
+  'circuit.change': (event: {
+    state: 'closed' | 'open' | 'halfOpen';
+    error: PyvisorError | null;
+  }) => void;
+  /** A session's worker died, so the session now lives on another worker (its state is gone). */
+  'session.moved': (event: { session: string; from: number; to: number }) => void;
+  /** An internal error in pyvisor itself (a bug): please report it. */
+  error: (error: unknown) => void;
+}

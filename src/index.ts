@@ -1,0 +1,36 @@
+export type { InitFailureReason, ProcessFacts, PyvisorErrorCode } from './errors.js';
+export {
+  CallTimeoutError,
+  CheckoutTimeoutError,
+  CircuitOpenError,
+  InvalidOptionError,
+  PoolClosedError,
+  PoolFailedError,
+  ProtocolError,
+  PythonError,
+  PythonNotFoundError,
+  PyvisorError,
+  QueueFullError,
+  SerializationError,
+  UnknownHandlerError,
+  WorkerCrashedError,
+  WorkerInitError,
+} from './errors.js';
+export type { PoolEvents, WorkerState } from './events.js';
+export type { WorkerExitReason } from './machines/worker.machine.js';
+export type {
+  CircuitOptions,
+  HealthCheckOptions,
+  PoolOptions,
+  RecycleOptions,
+  RestartOptions,
+} from './options.js';
+export type {
+  CallOptions,
+  CloseOptions,
+  PoolInternals,
+  PoolState,
+  PoolStats,
+  WorkerStats,
+} from './pool.js';
+export { createPool, Pool } from './pool.js';

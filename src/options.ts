@@ -1,0 +1,302 @@
+import { availableParallelism } from 'node:os';
+import { isAbsolute, resolve } from 'node:path';
+import { InvalidOptionError } from './errors.js';
+import { DEFAULT_MAX_MESSAGE_SIZE } from './protocol.js';
+
+/** Health-check settings: idle workers are pinged every `interval` ms and must answer in `timeout` ms. */
+export interface HealthCheckOptions {
+  /** Milliseconds between pings of an idle worker. Default 5000. */
+  interval?: number;
+  /** Milliseconds a worker has to answer a ping before it is killed and replaced. Default 5000. */
+  timeout?: number;
+}
+
+/** Restart policy: exponential backoff with jitter, bounded by a restart intensity. */
+export interface RestartOptions {
+  /** First delay before restarting a slot, ms. Default 100. */
+  minDelay?: number;
+  /** Upper bound of the backoff delay, ms. Default 10000. */
+  maxDelay?: number;
+  /** More than this many crashes of ready workers within `period` fail the pool. Default 20. */
+  maxRestarts?: number;
+  /** Window for `maxRestarts`, ms. Default 60000. */
+  period?: number;
+}
+
+/** Circuit breaker on start failures. */
+export interface CircuitOptions {
+  /** Consecutive start failures that open the breaker. Default 5. */
+  threshold?: number;
+  /** Time the breaker stays open before one probe start, ms. Default 10000. */
+  resetTimeout?: number;
+}
+
+/** Graceful recycling of workers. */
+export interface RecycleOptions {
+  /** Replace a worker after it served this many calls. */
+  maxCalls?: number;
+  /** Replace a worker once it is this old (ms), when idle. */
+  maxAge?: number;
+}
+
+/** Options of {@link createPool}. Times are in milliseconds. */
+export interface PoolOptions {
+  /** Path of the Python handler file (relative paths resolve against `cwd`). Required. */
+  script: string;
+  /** Number of workers. Default `os.availableParallelism()`. */
+  size?: number;
+  /** Python interpreter. Default `PYVISOR_PYTHON`, else `python3`; resolved once to the real binary. */
+  python?: string;
+  /** Environment of the workers. Default `process.env`. */
+  env?: NodeJS.ProcessEnv;
+  /** Working directory of the workers. Default `process.cwd()`. */
+  cwd?: string;
+  /** Pool name, used in stats, events and telemetry. Default `pyvisor`. */
+  name?: string;
+  /** Start workers on the first call or `ready()` instead of at once. Default false. */
+  lazy?: boolean;
+  /** Time a worker has to import the script and run `@on_init` functions. Default 30000. */
+  initTimeout?: number;
+  /** How long a call may wait for a free worker. Default: no limit. */
+  checkoutTimeout?: number;
+  /** Calls that may wait for a worker; beyond it calls reject at once with `ERR_QUEUE_FULL`. Default: no limit. */
+  maxQueue?: number;
+  /** Default `timeout` of every call (deadline for the whole call, queue wait included). Default: none. */
+  callTimeout?: number;
+  /** Idle time after which a session is forgotten. Default 600000 (10 minutes). */
+  sessionTtl?: number;
+  /** Ping idle workers; `false` turns it off. */
+  healthCheck?: HealthCheckOptions | false;
+  /** Restart backoff and intensity. */
+  restart?: RestartOptions;
+  /** Circuit breaker on start failures. */
+  circuit?: CircuitOptions;
+  /** Replace workers gracefully after `maxCalls` calls or `maxAge` ms. */
+  recycle?: RecycleOptions;
+  /** Time a cancelled or timed-out handler gets to stop before its process is killed. Default 2000. */
+  cancelGrace?: number;
+  /** Time a worker gets to exit after the shutdown message before SIGTERM, then SIGKILL. Default 2000. */
+  stopTimeout?: number;
+  /** Largest frame accepted from or sent to a worker, bytes. Default 256 MiB. */
+  maxMessageSize?: number;
+  /** Lines of stdout/stderr kept per worker for error messages. Default 50. */
+  outputLines?: number;
+}
+
+/** Fully defaulted, validated and frozen options. */
+export interface NormalizedOptions {
+  readonly script: string;
+  readonly size: number;
+  readonly python: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly cwd: string;
+  readonly name: string;
+  readonly lazy: boolean;
+  readonly initTimeout: number;
+  readonly checkoutTimeout: number | undefined;
+  readonly maxQueue: number;
+  readonly callTimeout: number | undefined;
+  readonly sessionTtl: number;
+  readonly healthCheck: { readonly interval: number; readonly timeout: number } | false;
+  readonly restart: {
+    readonly minDelay: number;
+    readonly maxDelay: number;
+    readonly maxRestarts: number;
+    readonly period: number;
+  };
+  readonly circuit: { readonly threshold: number; readonly resetTimeout: number };
+  readonly recycle: { readonly maxCalls: number; readonly maxAge: number };
+  readonly cancelGrace: number;
+  readonly stopTimeout: number;
+  readonly maxMessageSize: number;
+  readonly outputLines: number;
+}
+
+// Node's timers overflow above 2^31-1 ms and then fire immediately.
+const MAX_TIMER = 2 ** 31 - 1;
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (value === null) return 'null';
+  if (typeof value === 'object') return Array.isArray(value) ? 'an array' : 'an object';
+  return String(value);
+}
+
+/** Validates a duration option (ms). `undefined` yields `fallback`. */
+export function duration(
+  name: string,
+  value: unknown,
+  fallback: number,
+  { allowZero = true }: { allowZero?: boolean } = {},
+): number {
+  if (value === undefined) return fallback;
+  if (
+    typeof value !== 'number' ||
+    !Number.isFinite(value) ||
+    value < 0 ||
+    (!allowZero && value === 0) ||
+    value > MAX_TIMER
+  ) {
+    throw new InvalidOptionError(
+      name,
+      `Expected the \`${name}\` option to be a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds (at most ${MAX_TIMER}), got ${describe(value)}`,
+    );
+  }
+  return value;
+}
+
+function optionalDuration(name: string, value: unknown): number | undefined {
+  return value === undefined ? undefined : duration(name, value, 0, { allowZero: false });
+}
+
+function integer(name: string, value: unknown, fallback: number, min: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+    throw new InvalidOptionError(
+      name,
+      `Expected the \`${name}\` option to be an integer >= ${min}, got ${describe(value)}`,
+    );
+  }
+  return value;
+}
+
+function str(name: string, value: unknown, fallback: string): string {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new InvalidOptionError(
+      name,
+      `Expected the \`${name}\` option to be a non-empty string, got ${describe(value)}`,
+    );
+  }
+  return value;
+}
+
+function object<T>(name: string, value: unknown): Partial<T> {
+  if (value === undefined) return {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new InvalidOptionError(
+      name,
+      `Expected the \`${name}\` option to be an object, got ${describe(value)}`,
+    );
+  }
+  return value as Partial<T>;
+}
+
+const KNOWN = new Set([
+  'script',
+  'size',
+  'python',
+  'env',
+  'cwd',
+  'name',
+  'lazy',
+  'initTimeout',
+  'checkoutTimeout',
+  'maxQueue',
+  'callTimeout',
+  'sessionTtl',
+  'healthCheck',
+  'restart',
+  'circuit',
+  'recycle',
+  'cancelGrace',
+  'stopTimeout',
+  'maxMessageSize',
+  'outputLines',
+  'inspect',
+]);
+
+/**
+ * Validates user options and fills in every default, so the rest of the code never sees
+ * `undefined` where a default exists. Throws {@link InvalidOptionError} naming the option.
+ */
+export function normalizeOptions(input: PoolOptions): NormalizedOptions {
+  if (typeof input !== 'object' || input === null) {
+    throw new InvalidOptionError('options', `Expected an options object, got ${describe(input)}`);
+  }
+  for (const key of Object.keys(input)) {
+    if (!KNOWN.has(key)) {
+      throw new InvalidOptionError(key, `Unknown option \`${key}\``);
+    }
+  }
+  if (input.script === undefined) {
+    throw new InvalidOptionError(
+      'script',
+      'The `script` option is required: the path of a Python file with @handler functions',
+    );
+  }
+  const cwd = resolve(str('cwd', input.cwd, process.cwd()));
+  const scriptArg = str('script', input.script, '');
+  const script = isAbsolute(scriptArg) ? scriptArg : resolve(cwd, scriptArg);
+  const env = input.env === undefined ? process.env : object<NodeJS.ProcessEnv>('env', input.env);
+  const health =
+    input.healthCheck === false
+      ? false
+      : object<HealthCheckOptions>('healthCheck', input.healthCheck);
+  const restart = object<RestartOptions>('restart', input.restart);
+  const circuit = object<CircuitOptions>('circuit', input.circuit);
+  const recycle = object<RecycleOptions>('recycle', input.recycle);
+  if (input.lazy !== undefined && typeof input.lazy !== 'boolean') {
+    throw new InvalidOptionError(
+      'lazy',
+      `Expected the \`lazy\` option to be a boolean, got ${describe(input.lazy)}`,
+    );
+  }
+  const minDelay = duration('restart.minDelay', restart.minDelay, 100);
+  const maxDelay = duration('restart.maxDelay', restart.maxDelay, Math.max(10_000, minDelay));
+  if (maxDelay < minDelay) {
+    throw new InvalidOptionError(
+      'restart.maxDelay',
+      `Expected \`restart.maxDelay\` (${maxDelay}) to be at least \`restart.minDelay\` (${minDelay})`,
+    );
+  }
+  const options: NormalizedOptions = {
+    script,
+    size: integer('size', input.size, availableParallelism(), 1),
+    python: str('python', input.python, process.env.PYVISOR_PYTHON || 'python3'),
+    env,
+    cwd,
+    name: str('name', input.name, 'pyvisor'),
+    lazy: input.lazy ?? false,
+    initTimeout: duration('initTimeout', input.initTimeout, 30_000, { allowZero: false }),
+    checkoutTimeout: optionalDuration('checkoutTimeout', input.checkoutTimeout),
+    maxQueue: integer('maxQueue', input.maxQueue, Number.POSITIVE_INFINITY, 0),
+    callTimeout: optionalDuration('callTimeout', input.callTimeout),
+    sessionTtl: duration('sessionTtl', input.sessionTtl, 600_000, { allowZero: false }),
+    healthCheck:
+      health === false
+        ? false
+        : Object.freeze({
+            interval: duration('healthCheck.interval', health.interval, 5000, { allowZero: false }),
+            timeout: duration('healthCheck.timeout', health.timeout, 5000, { allowZero: false }),
+          }),
+    restart: Object.freeze({
+      minDelay,
+      maxDelay,
+      maxRestarts: integer('restart.maxRestarts', restart.maxRestarts, 20, 0),
+      period: duration('restart.period', restart.period, 60_000, { allowZero: false }),
+    }),
+    circuit: Object.freeze({
+      threshold: integer('circuit.threshold', circuit.threshold, 5, 1),
+      resetTimeout: duration('circuit.resetTimeout', circuit.resetTimeout, 10_000, {
+        allowZero: false,
+      }),
+    }),
+    recycle: Object.freeze({
+      maxCalls: integer('recycle.maxCalls', recycle.maxCalls, Number.POSITIVE_INFINITY, 1),
+      maxAge:
+        recycle.maxAge === undefined
+          ? Number.POSITIVE_INFINITY
+          : duration('recycle.maxAge', recycle.maxAge, 0, { allowZero: false }),
+    }),
+    cancelGrace: duration('cancelGrace', input.cancelGrace, 2000),
+    stopTimeout: duration('stopTimeout', input.stopTimeout, 2000),
+    maxMessageSize: integer('maxMessageSize', input.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE, 16),
+    outputLines: integer('outputLines', input.outputLines, 50, 0),
+  };
+  if (options.maxMessageSize > 2 ** 32 - 1) {
+    throw new InvalidOptionError('maxMessageSize', 'Expected `maxMessageSize` to fit in 32 bits');
+  }
+  return Object.freeze(options);
+}

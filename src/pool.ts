@@ -1,0 +1,511 @@
+import { statSync } from 'node:fs';
+import { EventEmitter } from 'eventemitter3';
+import { type Actor, createActor, type InspectionEvent, type Observer } from 'xstate';
+import { type CallOwner, PendingCall, STREAM_WINDOW } from './call.js';
+import {
+  InvalidOptionError,
+  PoolClosedError,
+  PoolFailedError,
+  type PyvisorError,
+  SerializationError,
+} from './errors.js';
+import type { PoolEvents, WorkerState } from './events.js';
+import { resolveInterpreter } from './interpreter.js';
+import type { WorkerActor } from './machines/worker.machine.js';
+import { duration, type NormalizedOptions, normalizeOptions, type PoolOptions } from './options.js';
+import { encodeFrame } from './protocol.js';
+import {
+  type SupervisorEmitted,
+  type SupervisorEvent,
+  supervisorMachine,
+} from './supervisor/supervisor.machine.js';
+import { spawnChildProcess } from './transport/child-process.js';
+import type { SpawnTransport } from './transport/transport.js';
+
+/** Options of one call. */
+export interface CallOptions {
+  /** Deadline for the whole call in ms, queue wait included. Default: the pool's `callTimeout`. */
+  timeout?: number;
+  /** Cancels the call; it rejects with `signal.reason`. */
+  signal?: AbortSignal;
+  /** Pins the call to the worker that served earlier calls with the same session id. */
+  session?: string;
+}
+
+/** Options of {@link Pool.close}. */
+export interface CloseOptions {
+  /** How long in-flight calls may run before their workers are killed, ms. Default 10000. */
+  timeout?: number;
+}
+
+/** Public state of the pool. */
+export type PoolState = 'starting' | 'running' | 'failed' | 'closing' | 'closed';
+
+/** One worker slot in {@link PoolStats}. */
+export interface WorkerStats {
+  /** Slot index, stable across restarts. */
+  id: number;
+  /** Pid of the slot's current process, or null between processes. */
+  pid: number | null;
+  state: WorkerState;
+  /** Calls dispatched to this slot, over all its processes. */
+  calls: number;
+  /** Processes started in this slot after the first. */
+  restarts: number;
+  /** Generation of the current (or last) process; 1 for the first. */
+  generation: number;
+}
+
+/** A snapshot of the pool returned by {@link Pool.stats}. */
+export interface PoolStats {
+  name: string;
+  state: PoolState;
+  /** Calls waiting for a worker. */
+  queued: number;
+  /** Exactly one entry per slot. */
+  workers: WorkerStats[];
+  /** State of the circuit breaker. */
+  circuit: 'closed' | 'open' | 'halfOpen';
+  /** Sessions currently pinned. */
+  sessions: number;
+}
+
+/** Extra, mostly for tests and tools: not needed for normal use. */
+export interface PoolInternals {
+  /** Replaces the process transport (tests use fakes). */
+  spawn?: SpawnTransport;
+  /** An XState inspection observer (e.g. `@statelyai/inspect`'s `inspector.inspect`). */
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+}
+
+const DEFAULT_CLOSE_TIMEOUT = 10_000;
+
+function workerState(ref: WorkerActor | null, slotRestarting: boolean): WorkerState {
+  if (!ref) return slotRestarting ? 'restarting' : 'stopped';
+  const snapshot = ref.getSnapshot();
+  if (snapshot.status !== 'active') return 'stopped';
+  const value = snapshot.value as { alive?: unknown } | string;
+  if (typeof value === 'string') return 'stopped';
+  const alive = value.alive as string | Record<string, string>;
+  if (typeof alive === 'string') {
+    if (
+      alive === 'busy' ||
+      alive === 'cancelling' ||
+      alive === 'finishing' ||
+      alive === 'recovered'
+    ) {
+      return 'busy';
+    }
+    return 'stopping';
+  }
+  if ('starting' in alive) return alive.starting === 'spawning' ? 'starting' : 'initializing';
+  if ('ready' in alive) return 'ready';
+  return 'stopping';
+}
+
+/**
+ * A pool of supervised Python workers. Create it with {@link createPool}.
+ */
+export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
+  readonly options: NormalizedOptions;
+  readonly #actor: Actor<typeof supervisorMachine>;
+  #started = false;
+  #nextId = 0;
+  #closing: Promise<void> | null = null;
+  #closed = false;
+  #readyWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
+  readonly #owner: CallOwner;
+  readonly #workerStates: WorkerState[];
+  #done!: () => void;
+  readonly #whenDone = new Promise<void>((resolve) => {
+    this.#done = resolve;
+  });
+
+  /** @internal Use {@link createPool}. */
+  constructor(options: PoolOptions, internals: PoolInternals = {}) {
+    super();
+    this.options = normalizeOptions(options);
+    checkScript(this.options.script);
+    this.#workerStates = Array.from({ length: this.options.size }, () => 'stopped' as WorkerState);
+    this.#owner = { abandon: (call) => this.#send({ type: 'call.abandoned', call }) };
+    const inspect = internals.inspect;
+    this.#actor = createActor(supervisorMachine, {
+      input: {
+        options: this.options,
+        spawn: internals.spawn ?? spawnChildProcess,
+        resolvePython: resolveInterpreter,
+        onOutput: (workerId, stream, line) => {
+          const event = stream === 'stderr' ? 'worker.stderr' : 'worker.stdout';
+          if (this.listenerCount(event) > 0) {
+            const pid = this.#actor.getSnapshot().context.slots[workerId]?.pid ?? null;
+            this.emit(event, { workerId, pid, line });
+          }
+        },
+        onWorkerSpawned: (workerId, ref) => this.#watchWorker(workerId, ref),
+      },
+      ...(inspect ? { inspect } : {}),
+    });
+    this.#actor.on('*', (event) => this.#onSupervisorEvent(event as SupervisorEmitted));
+    this.#actor.subscribe({
+      complete: () => this.#done(),
+      error: (error) => {
+        // A bug in pyvisor, not in user code: surface it instead of hanging every call.
+        this.emit('error', error);
+        this.#done();
+      },
+    });
+    if (!this.options.lazy) this.#start();
+  }
+
+  /** Pool name. */
+  get name(): string {
+    return this.options.name;
+  }
+
+  /**
+   * Resolves once every worker is ready. Rejects when the circuit breaker opens (with
+   * `ERR_CIRCUIT_OPEN`, the last start failure as `cause`), when the pool fails, or with
+   * `ERR_POOL_CLOSED` when it is closed first. A single start failure does not reject: the pool
+   * keeps restarting.
+   */
+  ready(): Promise<void> {
+    this.#start();
+    const snapshot = this.#actor.getSnapshot();
+    const { context } = snapshot;
+    if (this.#closing || snapshot.status === 'done') {
+      return Promise.reject(new PoolClosedError('The pool was closed before it was ready'));
+    }
+    if (snapshot.matches('failed')) return Promise.reject(context.failure);
+    if (context.readyCount === context.options.size) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
+  }
+
+  /**
+   * Calls Python handler `fn` with `args` and resolves with its return value.
+   *
+   * @example
+   * ```ts
+   * const sum = await pool.call('add', [1, 2]); // 3
+   * ```
+   */
+  call<T = unknown>(
+    fn: string,
+    args: readonly unknown[] = [],
+    options: CallOptions = {},
+  ): Promise<T> {
+    let call: PendingCall;
+    try {
+      call = this.#makeCall(fn, args, options, false);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    this.#submit(call);
+    return call.promise as Promise<T>;
+  }
+
+  /**
+   * Calls a generator handler and iterates over what it yields. Leaving the loop early cancels
+   * the generator in Python and frees the worker. Items are flow-controlled: Python pauses when
+   * Node has not consumed them.
+   *
+   * @example
+   * ```ts
+   * for await (const n of pool.stream<number>('count', [3])) console.log(n); // 0 1 2
+   * ```
+   */
+  stream<T = unknown>(
+    fn: string,
+    args: readonly unknown[] = [],
+    options: CallOptions = {},
+  ): AsyncIterableIterator<T> {
+    let call: PendingCall | null = null;
+    let failure: unknown = null;
+    try {
+      call = this.#makeCall(fn, args, options, true);
+    } catch (error) {
+      failure = error;
+    }
+    let submitted = false;
+    const iterator: AsyncIterableIterator<T> = {
+      next: () => {
+        if (!call) {
+          const error = failure;
+          failure = null;
+          return error ? Promise.reject(error) : Promise.resolve({ done: true, value: undefined });
+        }
+        if (!submitted) {
+          submitted = true;
+          this.#submit(call);
+        }
+        return call.next() as Promise<IteratorResult<T>>;
+      },
+      return: () => {
+        if (call && submitted) return call.return() as Promise<IteratorResult<T>>;
+        // Never started: nothing to cancel in Python, but its timers must go.
+        call?.reject(new PoolClosedError('The stream was abandoned before it started'));
+        call = null;
+        failure = null;
+        return Promise.resolve({ done: true, value: undefined });
+      },
+      [Symbol.asyncIterator]() {
+        return iterator;
+      },
+    };
+    return iterator;
+  }
+
+  /** A snapshot of the pool: its state, the queue and one entry per worker slot. */
+  stats(): PoolStats {
+    const snapshot = this.#actor.getSnapshot();
+    const { context } = snapshot;
+    return {
+      name: this.options.name,
+      state: this.state,
+      queued: context.queue.size,
+      workers: context.slots.map((slot) => ({
+        id: slot.index,
+        pid: slot.ref ? slot.pid : null,
+        state: workerState(slot.ref, slot.restartPending || slot.blocked),
+        calls: slot.calls,
+        restarts: slot.restarts,
+        generation: slot.generation,
+      })),
+      circuit: context.circuitState,
+      sessions: context.sessions.size,
+    };
+  }
+
+  /** Current state of the pool. */
+  get state(): PoolState {
+    const snapshot = this.#actor.getSnapshot();
+    if (snapshot.status === 'done') return 'closed';
+    if (snapshot.matches('failed')) return this.#closing ? 'closing' : 'failed';
+    if (snapshot.matches('closing')) return 'closing';
+    if (snapshot.matches({ up: 'running' })) return 'running';
+    return 'starting';
+  }
+
+  /**
+   * Stops accepting calls, rejects queued ones with `ERR_POOL_CLOSED`, ends starting workers at
+   * once, lets in-flight calls finish for up to `timeout` ms, then ends every process (shutdown
+   * message, SIGTERM, SIGKILL). Resolves when every process has exited. Calling it again returns
+   * the same promise.
+   */
+  close(options: CloseOptions = {}): Promise<void> {
+    if (this.#closing) return this.#closing;
+    let timeout: number;
+    try {
+      timeout = duration('timeout', options?.timeout, DEFAULT_CLOSE_TIMEOUT);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    this.#closed = true;
+    this.#rejectReadyWaiters(new PoolClosedError('The pool was closed before it was ready'));
+    if (!this.#started) {
+      this.#closing = Promise.resolve();
+      return this.#closing;
+    }
+    this.#closing = (async () => {
+      this.#send({ type: 'pool.close', timeout });
+      await this.#whenDone;
+    })();
+    return this.#closing;
+  }
+
+  /** `await using pool = createPool(...)` closes the pool at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #start(): void {
+    if (this.#started || this.#closed) return;
+    this.#started = true;
+    this.#actor.start();
+  }
+
+  #send(event: SupervisorEvent): void {
+    this.#actor.send(event);
+  }
+
+  #makeCall(fn: string, args: readonly unknown[], options: CallOptions, stream: boolean) {
+    if (typeof fn !== 'string' || fn.length === 0) {
+      throw new InvalidOptionError(
+        'fn',
+        `Expected the handler name to be a non-empty string, got ${String(fn)}`,
+      );
+    }
+    if (!Array.isArray(args)) {
+      throw new InvalidOptionError('args', `Expected \`args\` to be an array, got ${typeof args}`);
+    }
+    if (typeof options !== 'object' || options === null) {
+      throw new InvalidOptionError('options', 'Expected call options to be an object');
+    }
+    const timeout =
+      options.timeout === undefined
+        ? this.options.callTimeout
+        : duration('timeout', options.timeout, 0, { allowZero: false });
+    const { signal, session } = options;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new InvalidOptionError('signal', 'Expected `signal` to be an AbortSignal');
+    }
+    if (session !== undefined && (typeof session !== 'string' || session.length === 0)) {
+      throw new InvalidOptionError('session', 'Expected `session` to be a non-empty string');
+    }
+    if (this.#closed) throw new PoolClosedError();
+    const state = this.#actor.getSnapshot();
+    if (state.matches('failed'))
+      throw state.context.failure ?? new PoolFailedError('The pool failed');
+    if (signal?.aborted) {
+      throw signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
+    }
+    const id = ++this.#nextId;
+    let json: string;
+    try {
+      json = JSON.stringify(
+        stream
+          ? { t: 'call', id, fn, args, stream: true, credit: STREAM_WINDOW }
+          : { t: 'call', id, fn, args },
+      );
+    } catch (cause) {
+      throw new SerializationError(
+        `The arguments of '${fn}' cannot be encoded as JSON: ${(cause as Error).message}`,
+        { cause },
+      );
+    }
+    if (Buffer.byteLength(json) > this.options.maxMessageSize) {
+      throw new SerializationError(
+        `The arguments of '${fn}' are larger than maxMessageSize (${this.options.maxMessageSize} bytes)`,
+      );
+    }
+    return new PendingCall({
+      id,
+      fn,
+      frame: encodeFrame(json),
+      stream,
+      session,
+      timeout,
+      checkoutTimeout: this.options.checkoutTimeout,
+      signal,
+      owner: this.#owner,
+    });
+  }
+
+  #submit(call: PendingCall): void {
+    if (this.#closed) {
+      call.reject(new PoolClosedError());
+      return;
+    }
+    this.#start();
+    this.#send({ type: 'call.requested', call });
+  }
+
+  #rejectReadyWaiters(error: unknown): void {
+    const waiters = this.#readyWaiters;
+    this.#readyWaiters = [];
+    for (const waiter of waiters) waiter.reject(error);
+  }
+
+  #onSupervisorEvent(event: SupervisorEmitted): void {
+    switch (event.type) {
+      case 'pool.ready': {
+        const waiters = this.#readyWaiters;
+        this.#readyWaiters = [];
+        for (const waiter of waiters) waiter.resolve();
+        this.emit('pool.ready', { name: this.name });
+        break;
+      }
+      case 'pool.failed':
+        this.#rejectReadyWaiters(event.error);
+        this.emit('pool.failed', { error: event.error });
+        break;
+      case 'pool.circuitOpen':
+        this.#rejectReadyWaiters(event.error);
+        break;
+      case 'worker.exited':
+        this.emit('worker.exit', {
+          workerId: event.exit.workerId,
+          pid: event.exit.pid,
+          reason: event.exit.reason,
+          exitCode: event.exit.exitCode,
+          signal: event.exit.signal,
+          error: event.exit.error,
+        });
+        break;
+      case 'worker.restarting':
+        this.emit('worker.restart', {
+          workerId: event.workerId,
+          reason: event.reason,
+          delay: event.delay,
+          error: event.exit.error,
+        });
+        break;
+      case 'worker.recycling':
+        this.emit('worker.recycle', { workerId: event.workerId, pid: event.pid, why: event.why });
+        break;
+      case 'session.moved':
+        this.emit('session.moved', {
+          session: event.session,
+          from: event.from.workerId,
+          to: event.to.workerId,
+        });
+        break;
+      case 'circuit.changed':
+        this.emit('circuit.change', { state: event.state, error: event.error });
+        break;
+      case 'health.failed':
+        this.emit('health.failed', { workerId: event.workerId, pid: event.pid });
+        break;
+    }
+  }
+
+  #watchWorker(workerId: number, ref: WorkerActor): void {
+    let last: WorkerState | null = null;
+    const update = () => {
+      const state = workerState(ref, false);
+      if (state === last) return;
+      const from = last ?? this.#workerStates[workerId]!;
+      last = state;
+      this.#workerStates[workerId] = state;
+      if (this.listenerCount('worker.state') > 0) {
+        const pid = this.#actor.getSnapshot().context.slots[workerId]?.pid ?? null;
+        this.emit('worker.state', { workerId, pid, from, to: state });
+      }
+    };
+    ref.subscribe({ next: update, complete: update, error: update });
+  }
+}
+
+function checkScript(script: string): void {
+  let isFile = false;
+  try {
+    isFile = statSync(script).isFile();
+  } catch {
+    // Reported below.
+  }
+  if (!isFile) {
+    throw new InvalidOptionError(
+      'script',
+      `The \`script\` option points at ${script}, which is not a file`,
+    );
+  }
+}
+
+/**
+ * Creates a pool of Python workers running `options.script`, and (unless `lazy`) starts every
+ * worker at once, in parallel.
+ *
+ * @example
+ * ```ts
+ * import { createPool } from 'pyvisor';
+ * const pool = createPool({ script: './handlers.py', size: 4 });
+ * await pool.ready();
+ * console.log(await pool.call('add', [1, 2])); // 3
+ * await pool.close();
+ * ```
+ */
+export function createPool(options: PoolOptions & PoolInternals): Pool {
+  const { spawn, inspect, ...rest } = options ?? ({} as PoolOptions & PoolInternals);
+  return new Pool(rest as PoolOptions, { spawn, inspect });
+}
+
+export type { PyvisorError };

@@ -1,0 +1,54 @@
+/** Where a session is pinned: a slot and the generation (process) of the worker in it. */
+export interface SessionBinding {
+  slot: number;
+  generation: number;
+  lastUsed: number;
+}
+
+/**
+ * Session id -> worker. Entries expire after `ttl` ms without a call, so the table cannot grow
+ * without bound.
+ */
+export class SessionTable {
+  readonly #map = new Map<string, SessionBinding>();
+  readonly #ttl: number;
+
+  constructor(ttl: number) {
+    this.#ttl = ttl;
+  }
+
+  get size(): number {
+    return this.#map.size;
+  }
+
+  get(id: string, now: number): SessionBinding | undefined {
+    const binding = this.#map.get(id);
+    if (binding && now - binding.lastUsed >= this.#ttl) {
+      this.#map.delete(id);
+      return undefined;
+    }
+    return binding;
+  }
+
+  /** Pins `id` to a worker; returns the previous binding if it pointed at another worker. */
+  bind(id: string, slot: number, generation: number, now: number): SessionBinding | undefined {
+    const previous = this.#map.get(id);
+    if (previous && previous.slot === slot && previous.generation === generation) {
+      previous.lastUsed = now;
+      return undefined;
+    }
+    this.#map.set(id, { slot, generation, lastUsed: now });
+    return previous && now - previous.lastUsed < this.#ttl ? previous : undefined;
+  }
+
+  /** Drops sessions idle for longer than the ttl. */
+  sweep(now: number): void {
+    for (const [id, binding] of this.#map) {
+      if (now - binding.lastUsed >= this.#ttl) this.#map.delete(id);
+    }
+  }
+
+  clear(): void {
+    this.#map.clear();
+  }
+}

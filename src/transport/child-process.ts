@@ -1,0 +1,144 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { ProtocolError } from '../errors.js';
+import { FrameDecoder } from '../protocol.js';
+import { LineSplitter } from './line-splitter.js';
+import type {
+  ProcessExit,
+  SpawnSpec,
+  SpawnTransport,
+  TransportHandlers,
+  WorkerTransport,
+} from './transport.js';
+
+// After the process exits, its pipes may stay open when a grandchild inherited them; wait this long
+// for their last bytes, then report the exit anyway.
+const OUTPUT_DRAIN_MS = 100;
+
+/**
+ * Spawns a local Python process with the protocol on fds 3 (requests) and 4 (replies).
+ * node:child_process is used directly rather than execa: the worker needs two extra raw pipes,
+ * streaming reads and no output buffering, which is all below what execa adds.
+ */
+export const spawnChildProcess: SpawnTransport = (spec, handlers) =>
+  new ChildProcessTransport(spec, handlers);
+
+class ChildProcessTransport implements WorkerTransport {
+  readonly #child: ChildProcess;
+  readonly #handlers: TransportHandlers;
+  readonly #decoder: FrameDecoder;
+  readonly #stderr: LineSplitter;
+  readonly #stdout: LineSplitter;
+  readonly #requests: Writable;
+  #exit: ProcessExit | null = null;
+  #reported = false;
+  #protocolOpen = true;
+  #outputOpen = 2;
+  #drainTimer: NodeJS.Timeout | null = null;
+  #broken = false;
+  readonly #onMessage: TransportHandlers['message'];
+
+  constructor(spec: SpawnSpec, handlers: TransportHandlers) {
+    this.#handlers = handlers;
+    this.#onMessage = (message) => handlers.message(message);
+    this.#decoder = new FrameDecoder(spec.maxMessageSize);
+    this.#stderr = new LineSplitter(spec.outputLines, (line) => handlers.output('stderr', line));
+    this.#stdout = new LineSplitter(0, (line) => handlers.output('stdout', line));
+    this.#child = spawn(spec.command, spec.args as string[], {
+      cwd: spec.cwd,
+      env: spec.env,
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
+      windowsHide: true,
+    });
+    const child = this.#child;
+    const stdio = child.stdio as unknown as [null, Readable, Readable, Writable, Readable];
+    this.#requests = stdio[3];
+    const replies = stdio[4];
+    // A worker that dies mid-write gives EPIPE on the request pipe; the exit event reports it.
+    this.#requests.on('error', () => {});
+    replies.on('error', () => {});
+    replies.on('data', (chunk: Buffer) => this.#onData(chunk));
+    replies.on('close', () => {
+      this.#protocolOpen = false;
+      this.#maybeReport();
+    });
+    for (const [stream, splitter] of [
+      [stdio[1], this.#stdout],
+      [stdio[2], this.#stderr],
+    ] as const) {
+      stream.setEncoding('utf8');
+      stream.on('data', (text: string) => splitter.push(text));
+      stream.on('error', () => {});
+      stream.on('close', () => {
+        splitter.flush();
+        this.#outputOpen--;
+        this.#maybeReport();
+      });
+    }
+    child.on('error', (error) => {
+      // 'error' without a pid: the process never started; no 'exit' follows.
+      if (child.pid === undefined && !this.#exit) {
+        this.#exit = { exitCode: null, signal: null, spawnError: error };
+        this.#protocolOpen = false;
+        this.#outputOpen = 0;
+        this.#maybeReport();
+      }
+    });
+    child.on('exit', (exitCode, signal) => {
+      this.#exit = { exitCode, signal };
+      this.#drainTimer = setTimeout(() => {
+        this.#protocolOpen = false;
+        this.#outputOpen = 0;
+        this.#maybeReport();
+      }, OUTPUT_DRAIN_MS);
+      this.#maybeReport();
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.#child.pid;
+  }
+
+  send(frame: Buffer): void {
+    if (this.#exit || this.#requests.destroyed) return;
+    this.#requests.write(frame);
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (this.#exit || this.#child.pid === undefined) return;
+    try {
+      this.#child.kill(signal);
+    } catch {
+      // ESRCH: it is already gone; the exit event follows.
+    }
+  }
+
+  outputTail(): string {
+    return this.#stderr.tail().join('\n');
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#broken) return;
+    try {
+      this.#decoder.push(chunk, this.#onMessage);
+    } catch (error) {
+      this.#broken = true;
+      this.#handlers.protocolError(
+        error instanceof ProtocolError
+          ? error
+          : new ProtocolError('Failed to read a frame from the worker', { cause: error }),
+      );
+    }
+  }
+
+  #maybeReport(): void {
+    if (this.#reported || !this.#exit || this.#protocolOpen || this.#outputOpen > 0) return;
+    this.#reported = true;
+    if (this.#drainTimer) clearTimeout(this.#drainTimer);
+    if (!this.#broken && this.#decoder.pending > 0) {
+      this.#broken = true;
+      this.#handlers.protocolError(new ProtocolError('Worker exited in the middle of a frame'));
+    }
+    this.#handlers.exit(this.#exit);
+  }
+}
