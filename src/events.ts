@@ -64,6 +64,8 @@ export interface PoolEvents {
   }) => void;
   /** A session's worker died, so the session now lives on another worker (its state is gone). */
   'session.moved': (event: { session: string; from: number; to: number }) => void;
+  /** A session was idle for `sessionTtl` and was forgotten. */
+  'session.expired': (event: { session: string }) => void;
   /** An internal error in pyvisor itself (a bug): please report it. */
   error: (error: unknown) => void;
 }

@@ -176,7 +176,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       return Promise.reject(new PoolClosedError('The pool was closed before it was ready'));
     }
     if (snapshot.matches('failed')) return Promise.reject(context.failure);
-    if (context.readyCount === context.options.size) return Promise.resolve();
+    if (this.#allReady()) return Promise.resolve();
     return new Promise((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
   }
 
@@ -278,7 +278,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
   /** Current state of the pool. */
   get state(): PoolState {
     const snapshot = this.#actor.getSnapshot();
-    if (snapshot.status === 'done') return 'closed';
+    if (snapshot.status === 'done' || (this.#closed && !this.#started)) return 'closed';
     if (snapshot.matches('failed')) return this.#closing ? 'closing' : 'failed';
     if (snapshot.matches('closing')) return 'closing';
     if (snapshot.matches({ up: 'running' })) return 'running';
@@ -399,6 +399,16 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     this.#send({ type: 'call.requested', call });
   }
 
+  /** Every slot has a live worker that is ready or busy (not one that is ending). */
+  #allReady(): boolean {
+    const { slots, readyCount, options } = this.#actor.getSnapshot().context;
+    if (readyCount !== options.size) return false;
+    return slots.every((slot) => {
+      const state = workerState(slot.ref, false);
+      return state === 'ready' || state === 'busy';
+    });
+  }
+
   #rejectReadyWaiters(error: unknown): void {
     const waiters = this.#readyWaiters;
     this.#readyWaiters = [];
@@ -449,6 +459,9 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
           to: event.to.workerId,
         });
         break;
+      case 'session.expired':
+        this.emit('session.expired', { session: event.session });
+        break;
       case 'circuit.changed':
         this.emit('circuit.change', { state: event.state, error: event.error });
         break;
@@ -471,6 +484,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
         this.emit('worker.state', { workerId, pid, from, to: state });
       }
     };
+    update();
     ref.subscribe({ next: update, complete: update, error: update });
   }
 }

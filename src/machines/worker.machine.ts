@@ -298,6 +298,7 @@ export const workerMachine = setup({
         ? { stopReason: event.reason }
         : {},
     ),
+    'note retirement': assign(({ context }) => ({ stopReason: context.stopReason ?? 'recycle' })),
     'record exit': assign(({ event }) =>
       event.type === 'process.exited' ? { exit: event.exit } : {},
     ),
@@ -574,7 +575,10 @@ export const workerMachine = setup({
         // A transient state: settle the call, then go back to ready or retire.
         finishing: {
           entry: 'resolve call',
-          always: [{ guard: 'should retire', target: 'stopping' }, { target: 'ready' }],
+          always: [
+            { guard: 'should retire', target: 'stopping', actions: 'note retirement' },
+            { target: 'ready' },
+          ],
         },
         cancelling: {
           // The caller was already told; wait for Python to acknowledge the interrupt.
@@ -617,7 +621,10 @@ export const workerMachine = setup({
         },
         recovered: {
           entry: 'forget call',
-          always: [{ guard: 'should retire', target: 'stopping' }, { target: 'ready' }],
+          always: [
+            { guard: 'should retire', target: 'stopping', actions: 'note retirement' },
+            { target: 'ready' },
+          ],
         },
         stopping: {
           // Graceful: ask, then SIGTERM, then SIGKILL.

@@ -41,11 +41,16 @@ export class SessionTable {
     return previous && now - previous.lastUsed < this.#ttl ? previous : undefined;
   }
 
-  /** Drops sessions idle for longer than the ttl. */
-  sweep(now: number): void {
+  /** Drops sessions idle for longer than the ttl; returns their ids. */
+  sweep(now: number): string[] {
+    const expired: string[] = [];
     for (const [id, binding] of this.#map) {
-      if (now - binding.lastUsed >= this.#ttl) this.#map.delete(id);
+      if (now - binding.lastUsed >= this.#ttl) {
+        this.#map.delete(id);
+        expired.push(id);
+      }
     }
+    return expired;
   }
 
   clear(): void {

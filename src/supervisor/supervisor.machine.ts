@@ -126,6 +126,7 @@ export type SupervisorEmitted =
       from: { workerId: number; generation: number };
       to: { workerId: number; generation: number };
     }
+  | { type: 'session.expired'; session: string }
   | { type: 'circuit.changed'; state: CircuitState; error: PyvisorError | null }
   | { type: 'health.failed'; workerId: number; pid: number | null };
 
@@ -185,7 +186,7 @@ const maintenanceTicker = fromCallback<SupervisorEvent, { interval: number }>(
 );
 
 function tickInterval(options: NormalizedOptions): number {
-  const candidates = [1000];
+  const candidates = [1000, options.sessionTtl / 2];
   if (options.healthCheck) candidates.push(options.healthCheck.interval);
   if (Number.isFinite(options.recycle.maxAge)) candidates.push(options.recycle.maxAge / 2);
   return Math.max(10, Math.min(...candidates));
@@ -537,7 +538,17 @@ export const supervisorMachine = setup({
         delay = backoffDelay(0, context.options.restart);
       } else {
         // Planned replacement (recycled, or killed after ignoring a cancel): no backoff.
-        if (exit.stopReason === 'recycle') reason = 'recycled';
+        if (exit.stopReason === 'recycle') {
+          reason = 'recycled';
+          if (exit.calls >= context.options.recycle.maxCalls) {
+            enqueue.emit({
+              type: 'worker.recycling',
+              workerId: slot.index,
+              pid: exit.pid,
+              why: 'maxCalls',
+            });
+          }
+        }
         delay = 0;
       }
       slot.restartPending = true;
@@ -610,7 +621,9 @@ export const supervisorMachine = setup({
     'do maintenance': enqueueActions(({ context, enqueue: raw }) => {
       const enqueue = effects(raw);
       const t = now();
-      context.sessions.sweep(t);
+      for (const session of context.sessions.sweep(t)) {
+        enqueue.emit({ type: 'session.expired', session });
+      }
       const { healthCheck, recycle } = context.options;
       for (const index of [...context.idle]) {
         const slot = context.slots[index]!;
@@ -737,7 +750,7 @@ export const supervisorMachine = setup({
         'worker.idle': { actions: 'serve idle worker' },
         'worker.bounced': { actions: 'requeue bounced call' },
         'health.failed': { actions: 'report health failure' },
-        'xstate.done.actor.worker-*': [
+        'xstate.done.actor.*': [
           {
             guard: 'restart intensity exceeded',
             target: 'failed',
@@ -761,7 +774,7 @@ export const supervisorMachine = setup({
         'worker.ready': { actions: 'stop the worker' },
         'worker.idle': { actions: 'stop the worker' },
         'worker.bounced': { actions: 'reject bounced call' },
-        'xstate.done.actor.worker-*': { actions: 'release worker' },
+        'xstate.done.actor.*': { actions: 'release worker' },
         'circuit.opened': { actions: 'note circuit state' },
         'circuit.halfOpen': { actions: 'note circuit state' },
         'circuit.closed': { actions: 'note circuit state' },
@@ -777,7 +790,7 @@ export const supervisorMachine = setup({
         'worker.ready': { actions: 'stop the worker' },
         'worker.idle': { actions: 'stop the worker' },
         'worker.bounced': { actions: 'reject bounced call' },
-        'xstate.done.actor.worker-*': { actions: 'release worker' },
+        'xstate.done.actor.*': { actions: 'release worker' },
         'close.deadline': { actions: 'kill remaining workers' },
         'circuit.opened': { actions: 'note circuit state' },
         'circuit.halfOpen': { actions: 'note circuit state' },

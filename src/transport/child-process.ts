@@ -14,6 +14,10 @@ import type {
 // After the process exits, its pipes may stay open when a grandchild inherited them; wait this long
 // for their last bytes, then report the exit anyway.
 const OUTPUT_DRAIN_MS = 100;
+const REPLY_EOF_GRACE_MS = 250;
+// Python writes a frame in one writev, so a frame that stays incomplete this long while the
+// process lives means the writer is broken (e.g. it wrote a header and never the body).
+const FRAME_STALL_MS = 2000;
 
 /**
  * Spawns a local Python process with the protocol on fds 3 (requests) and 4 (replies).
@@ -35,6 +39,8 @@ class ChildProcessTransport implements WorkerTransport {
   #protocolOpen = true;
   #outputOpen = 2;
   #drainTimer: NodeJS.Timeout | null = null;
+  #eofTimer: NodeJS.Timeout | null = null;
+  #stallTimer: NodeJS.Timeout | null = null;
   #broken = false;
   readonly #onMessage: TransportHandlers['message'];
 
@@ -60,6 +66,13 @@ class ChildProcessTransport implements WorkerTransport {
     replies.on('data', (chunk: Buffer) => this.#onData(chunk));
     replies.on('close', () => {
       this.#protocolOpen = false;
+      if (!this.#exit) {
+        // EOF usually means the process is exiting and its exit event is on the way; a worker
+        // that is still alive after a grace period closed its reply pipe and can never answer.
+        this.#eofTimer = setTimeout(() => {
+          if (!this.#exit) this.#fail(new ProtocolError('Worker closed its reply pipe (fd 4)'));
+        }, REPLY_EOF_GRACE_MS);
+      }
       this.#maybeReport();
     });
     for (const [stream, splitter] of [
@@ -122,23 +135,45 @@ class ChildProcessTransport implements WorkerTransport {
     try {
       this.#decoder.push(chunk, this.#onMessage);
     } catch (error) {
-      this.#broken = true;
-      this.#handlers.protocolError(
+      this.#fail(
         error instanceof ProtocolError
           ? error
           : new ProtocolError('Failed to read a frame from the worker', { cause: error }),
       );
+      return;
     }
+    if (this.#stallTimer) {
+      clearTimeout(this.#stallTimer);
+      this.#stallTimer = null;
+    }
+    if (this.#decoder.pending > 0 && !this.#broken) {
+      this.#stallTimer = setTimeout(() => {
+        if (!this.#exit) {
+          this.#fail(
+            new ProtocolError(
+              `Worker sent an incomplete frame and nothing more for ${FRAME_STALL_MS} ms`,
+            ),
+          );
+        }
+      }, FRAME_STALL_MS);
+    }
+  }
+
+  #fail(error: ProtocolError): void {
+    if (this.#broken) return;
+    this.#broken = true;
+    if (this.#stallTimer) clearTimeout(this.#stallTimer);
+    this.#handlers.protocolError(error);
   }
 
   #maybeReport(): void {
     if (this.#reported || !this.#exit || this.#protocolOpen || this.#outputOpen > 0) return;
     this.#reported = true;
     if (this.#drainTimer) clearTimeout(this.#drainTimer);
-    if (!this.#broken && this.#decoder.pending > 0) {
-      this.#broken = true;
-      this.#handlers.protocolError(new ProtocolError('Worker exited in the middle of a frame'));
-    }
+    if (this.#eofTimer) clearTimeout(this.#eofTimer);
+    if (this.#stallTimer) clearTimeout(this.#stallTimer);
+    if (this.#decoder.pending > 0)
+      this.#fail(new ProtocolError('Worker exited in the middle of a frame'));
     this.#handlers.exit(this.#exit);
   }
 }

@@ -1,0 +1,139 @@
+"""pyvisor: Python handlers called from a Node.js pool of supervised worker processes.
+
+A handler file is an ordinary Python module::
+
+    from pyvisor import handler, on_init, Cancelled, current_call
+
+    @handler
+    def add(a, b):
+        return a + b
+
+    @handler(name="numbers")
+    def count(n):            # a generator function is a streaming handler
+        for i in range(n):
+            yield i
+
+    @on_init
+    def load():              # runs once per worker, before it reports ready
+        ...
+
+The Node side starts each worker as ``python3 -u -m pyvisor /abs/path/to/handlers.py``; the
+runtime that talks to Node lives in ``pyvisor._runtime`` and is only imported by the worker.
+Importing this module is cheap and has no side effects, so handler files can also be imported
+from plain Python (unit tests, notebooks): the decorators then only record the functions.
+"""
+
+import sys as _sys
+
+__all__ = ["handler", "on_init", "Cancelled", "CallInfo", "current_call"]
+__version__ = "0.1.0"
+
+# Handler kinds, decided once at registration from the code flags (no `inspect` import).
+_PLAIN, _GEN, _ASYNC, _AGEN = 0, 1, 2, 3
+_CO_GENERATOR = 0x20
+_CO_COROUTINE = 0x80
+_CO_ASYNC_GENERATOR = 0x200
+
+_handlers = {}  # name -> (function, kind), in registration order
+_init_funcs = []  # @on_init functions, in registration order
+
+
+class Cancelled(BaseException):
+    """Raised inside a running handler when Node cancels its call.
+
+    It derives from BaseException (like KeyboardInterrupt) so that ``except Exception:`` blocks
+    in handler code do not swallow it by accident. It is raised at most once per call. A handler
+    that lets it propagate produces an ``err`` reply of kind ``cancelled``; a handler that catches
+    it may clean up and re-raise, or carry on (its eventual result is then discarded by Node).
+    """
+
+
+class CallInfo(object):
+    """What :func:`current_call` returns: the call running on this worker right now."""
+
+    __slots__ = ("id", "fn", "traceparent")
+
+    def __init__(self, id, fn, traceparent):
+        self.id = id  # the call id chosen by Node (int)
+        self.fn = fn  # the handler name that was called
+        self.traceparent = traceparent  # W3C traceparent sent by Node, or None
+
+    def __repr__(self):
+        return "CallInfo(id=%r, fn=%r, traceparent=%r)" % (self.id, self.fn, self.traceparent)
+
+
+def current_call():
+    """Return a :class:`CallInfo` for the call running now, or None outside a call.
+
+    "Now" means the call being run by the worker's main thread; a thread started by a handler
+    sees the same call while it runs. Outside a pyvisor worker this always returns None.
+    """
+    rt = _sys.modules.get("pyvisor._runtime")
+    if rt is None:
+        return None
+    msg = rt._current_msg
+    if msg is None:
+        return None
+    tp = msg.get("tp")
+    if not isinstance(tp, str):
+        tp = None
+    return CallInfo(msg["id"], msg["fn"], tp)
+
+
+def _kind_of(fn):
+    flags = getattr(getattr(fn, "__code__", None), "co_flags", 0)
+    if flags & _CO_ASYNC_GENERATOR:
+        return _AGEN
+    if flags & _CO_GENERATOR:
+        return _GEN
+    if flags & _CO_COROUTINE:
+        return _ASYNC
+    return _PLAIN
+
+
+def _register(fn, name):
+    if not callable(fn):
+        raise TypeError("@handler must decorate a function, got %r" % (fn,))
+    if name is None:
+        name = getattr(fn, "__name__", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError("handler name must be a non-empty string, got %r" % (name,))
+    if name in _handlers:
+        other = _handlers[name][0]
+        raise ValueError(
+            "duplicate handler name %r: %s.%s is already registered under that name"
+            % (
+                name,
+                getattr(other, "__module__", "?"),
+                getattr(other, "__qualname__", getattr(other, "__name__", "?")),
+            )
+        )
+    _handlers[name] = (fn, _kind_of(fn))
+    return fn
+
+
+def handler(fn=None, *, name=None):
+    """Register a function as a handler Node can call by name.
+
+    Usable as ``@handler``, ``@handler()``, ``@handler(name="other")`` or ``@handler("other")``.
+    Generator functions (and async generator functions) are streaming handlers; coroutine
+    functions are run with ``asyncio.run`` (one fresh event loop per call). The function is
+    returned unchanged. Registering a name twice raises ValueError at import time.
+    """
+    if isinstance(fn, str) and name is None:
+        fn, name = None, fn
+    if fn is None:
+        return lambda f: _register(f, name)
+    return _register(fn, name)
+
+
+def on_init(fn=None):
+    """Register a function to run once per worker, after the handler file is imported and
+    before the worker reports ready. If it raises, the worker reports an init error and exits.
+    Usable as ``@on_init`` or ``@on_init()``; coroutine functions are run with asyncio.run."""
+    if fn is None:
+        return on_init
+    if not callable(fn):
+        raise TypeError("@on_init must decorate a function, got %r" % (fn,))
+    _init_funcs.append(fn)
+    return fn

@@ -1,0 +1,181 @@
+"""A tiny stand-in for pyvisor's Node side, for the Python runtime tests (stdlib only).
+
+Spawns ``python -u -m pyvisor <script>`` with the request pipe on fd 3 and the reply pipe on
+fd 4, and speaks the frame protocol of docs/protocol.md.
+"""
+
+import fcntl
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PYTHON_DIR = os.path.dirname(HERE)
+REPO = os.path.dirname(PYTHON_DIR)
+FIXTURES = os.path.join(REPO, "test", "fixtures")
+PYTHON = os.environ.get("PYVISOR_TEST_PYTHON") or sys.executable
+
+
+def fixture(name):
+    return os.path.join(FIXTURES, name)
+
+
+def frame(obj):
+    body = json.dumps(obj, separators=(",", ":")).encode()
+    return len(body).to_bytes(4, "big") + body
+
+
+class Timeout(Exception):
+    pass
+
+
+class Worker(object):
+    def __init__(self, script, env=None, args=None, capture=False, python=None, use_m=True):
+        req_r, self.req_w = os.pipe()
+        self.rep_r, rep_w = os.pipe()
+
+        def child_fds():
+            # Move the child's ends to 3 and 4 (via high fds, so they cannot collide).
+            a = fcntl.fcntl(req_r, fcntl.F_DUPFD_CLOEXEC, 50)
+            b = fcntl.fcntl(rep_w, fcntl.F_DUPFD_CLOEXEC, 50)
+            os.dup2(a, 3)
+            os.dup2(b, 4)
+
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = PYTHON_DIR
+        full_env["PYVISOR_PARENT_PID"] = str(os.getpid())
+        full_env.pop("PYVISOR_READER", None)
+        full_env.update(env or {})
+        if use_m:
+            argv = [python or PYTHON, "-u", "-m", "pyvisor", script]
+        else:
+            argv = [python or PYTHON, "-u", os.path.join(PYTHON_DIR, "pyvisor", "__main__.py"), script]
+        out = subprocess.PIPE if capture else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            argv + list(args or []),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env=full_env,
+            preexec_fn=child_fds,
+            close_fds=False,  # our pipe fds are close-on-exec; only 3 and 4 are inherited
+        )
+        os.close(req_r)
+        os.close(rep_w)
+        self.buf = b""
+        self.next_id = 1
+        self.stdout = []
+        self.stderr = []
+        self._drains = []
+        if capture:
+            for stream, sink in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
+                t = threading.Thread(target=self._drain, args=(stream, sink), daemon=True)
+                t.start()
+                self._drains.append(t)
+
+    @staticmethod
+    def _drain(stream, sink):
+        for line in iter(stream.readline, b""):
+            sink.append(line)
+
+    # -- raw I/O ------------------------------------------------------------------------------
+
+    def send(self, obj):
+        self.send_raw(frame(obj))
+
+    def send_raw(self, data):
+        view = memoryview(data)
+        while view:
+            k = os.write(self.req_w, view)
+            view = view[k:]
+
+    def close_requests(self):
+        if self.req_w >= 0:
+            os.close(self.req_w)
+            self.req_w = -1
+
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Timeout()
+        r, _, _ = select.select([self.rep_r], [], [], left)
+        if not r:
+            raise Timeout()
+        data = os.read(self.rep_r, 1 << 20)
+        if not data:
+            raise EOFError("reply pipe closed")
+        self.buf += data
+
+    def recv(self, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < 4:
+            self._fill(deadline)
+        n = int.from_bytes(self.buf[:4], "big")
+        while len(self.buf) < 4 + n:
+            self._fill(deadline)
+        body, self.buf = self.buf[4 : 4 + n], self.buf[4 + n :]
+        msg = json.loads(body.decode("utf-8"))  # strict: fails on invalid UTF-8
+        assert isinstance(msg, dict) and isinstance(msg.get("t"), str), msg
+        return msg
+
+    def nothing_within(self, seconds):
+        """True if no frame arrives within `seconds`."""
+        try:
+            msg = self.recv(seconds)
+        except Timeout:
+            return True
+        self.unexpected = msg
+        return False
+
+    # -- protocol helpers ---------------------------------------------------------------------
+
+    def ready(self, timeout=10.0):
+        msg = self.recv(timeout)
+        assert msg["t"] == "ready", msg
+        return msg
+
+    def start_call(self, fn, *args, **extra):
+        cid = self.next_id
+        self.next_id += 1
+        msg = {"t": "call", "id": cid, "fn": fn, "args": list(args)}
+        msg.update(extra)
+        self.send(msg)
+        return cid
+
+    def call(self, fn, *args, **extra):
+        timeout = extra.pop("timeout", 10.0)
+        cid = self.start_call(fn, *args, **extra)
+        msg = self.recv(timeout)
+        assert msg.get("id") == cid, (cid, msg)
+        return msg
+
+    def wait_exit(self, timeout=5.0):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise Timeout("worker still running after %.1fs" % timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self):
+        self.kill()
+        self.close_requests()
+        if self.rep_r >= 0:
+            os.close(self.rep_r)
+            self.rep_r = -1
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

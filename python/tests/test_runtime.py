@@ -1,0 +1,708 @@
+"""Tests of the Python worker runtime, driving real worker processes over fds 3/4.
+
+    python3 -m unittest discover -s python/tests            (from the repository root)
+    PYVISOR_TEST_PYTHON=/path/to/python3.9 python3 -m unittest discover -s python/tests
+
+Every test runs in both reader modes: epoll (the default on Linux) and the portable reader
+thread (PYVISOR_READER=thread), see the module docstring of pyvisor/_runtime.py.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _worker import FIXTURES, HERE, PYTHON, Timeout, Worker, fixture, frame  # noqa: E402
+
+EXTRA = os.path.join(HERE, "fixtures", "extra.py")
+IS_LINUX = sys.platform.startswith("linux")
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); look at its state on Linux.
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+class Base(object):
+    """Mixed into one TestCase class per reader mode."""
+
+    READER = None
+
+    def worker(self, script=None, env=None, **kw):
+        e = dict(env or {})
+        e.setdefault("PYTHONPATH", "")
+        if self.READER:
+            e["PYVISOR_READER"] = self.READER
+        e = {k: v for k, v in e.items() if k != "PYTHONPATH" or v}
+        w = Worker(script or EXTRA, env=e, **kw)
+        self.addCleanup(w.close)
+        return w
+
+    def ready_worker(self, script=None, **kw):
+        w = self.worker(script, **kw)
+        w.ready_msg = w.ready()
+        return w
+
+    def assertOk(self, msg, value):
+        self.assertEqual(msg["t"], "ok", msg)
+        self.assertEqual(msg["v"], value)
+
+    def assertErr(self, msg, kind, type_name=None):
+        self.assertEqual(msg["t"], "err", msg)
+        self.assertEqual(msg["kind"], kind, msg)
+        if type_name is not None:
+            self.assertEqual(msg["type"], type_name, msg)
+        for field in ("message", "traceback"):
+            self.assertIsInstance(msg[field], str)
+
+    # -- start-up -----------------------------------------------------------------------------
+
+    def test_ready(self):
+        w = self.worker(fixture("handlers.py"))
+        msg = w.ready()
+        self.assertEqual(msg["pid"], w.proc.pid)
+        self.assertRegex(msg["version"], r"^3\.\d+\.\d+$")
+        self.assertTrue(os.path.isabs(msg["executable"]))
+        self.assertIsInstance(msg["initMs"], float)
+        handlers = {h["name"]: h["stream"] for h in msg["handlers"]}
+        self.assertIs(handlers["count"], True)
+        self.assertIs(handlers["add"], False)
+        for name in ("add", "echo", "sleep", "spin", "fail", "noisy", "pid", "session_set",
+                     "session_get", "nan", "unserializable", "context", "big", "crash",
+                     "kill_self", "swallow", "hang_c", "stderr_flood", "garbage"):
+            self.assertIn(name, handlers)
+
+    def test_script_form_also_works(self):
+        w = self.worker(fixture("handlers.py"), use_m=False)
+        w.ready()
+        self.assertOk(w.call("add", 1, 2), 3)
+
+    def test_init_order_names_and_module(self):
+        w = self.ready_worker()
+        self.assertOk(w.call("init_order"), ["first", "second"])
+        self.assertOk(w.call("renamed", 1), ["renamed", 1])
+        self.assertOk(w.call("positional_name", 1), ["positional", 1])
+        self.assertOk(w.call("module_name"), "extra")
+        names = [h["name"] for h in w.ready_msg["handlers"]]
+        self.assertNotIn("_original", names)
+        head = w.call("sys_path_head")["v"]
+        self.assertEqual(head[0], os.path.dirname(EXTRA))
+
+    def test_init_error_syntax(self):
+        w = self.worker(fixture("syntax-error.py"))
+        msg = w.recv(10)
+        self.assertEqual(msg["t"], "init_error", msg)
+        self.assertEqual(msg["type"], "SyntaxError")
+        self.assertIn("syntax-error.py", msg["traceback"])
+        self.assertIn("SyntaxError", msg["traceback"])
+        self.assertNotIn("_runtime.py", msg["traceback"])
+        self.assertNotIn("<frozen", msg["traceback"])
+        self.assertEqual(w.wait_exit(), 1)
+
+    def test_init_error_base_exception_does_not_hang(self):
+        w = self.worker(os.path.join(HERE, "fixtures", "init_base_exception.py"))
+        msg = w.recv(10)
+        self.assertEqual(msg["t"], "init_error", msg)
+        self.assertEqual(msg["type"], "SystemExit")
+        self.assertEqual(msg["message"], "init gave up")
+        self.assertIn("boom", msg["traceback"])
+        self.assertEqual(w.wait_exit(3), 1)
+
+    def test_init_error_duplicate_handler(self):
+        w = self.worker(os.path.join(HERE, "fixtures", "duplicate.py"))
+        msg = w.recv(10)
+        self.assertEqual(msg["t"], "init_error", msg)
+        self.assertEqual(msg["type"], "ValueError")
+        self.assertIn("same", msg["message"])
+        self.assertEqual(w.wait_exit(), 1)
+
+    def test_init_error_missing_file(self):
+        w = self.worker(os.path.join(HERE, "fixtures", "does-not-exist.py"))
+        msg = w.recv(10)
+        self.assertEqual(msg["t"], "init_error", msg)
+        self.assertEqual(msg["type"], "FileNotFoundError")
+        self.assertEqual(w.wait_exit(), 1)
+
+    def test_scriptable_fixture(self):
+        w = self.worker(fixture("scriptable.py"), env={"PYVISOR_TEST_INIT": "fail"})
+        msg = w.recv(10)
+        self.assertEqual((msg["t"], msg["type"]), ("init_error", "RuntimeError"))
+        self.assertEqual(w.wait_exit(), 1)
+        w = self.worker(fixture("scriptable.py"), env={"PYVISOR_TEST_INIT": "crash"})
+        self.assertEqual(w.wait_exit(10), 7)
+        w = self.worker(fixture("scriptable.py"), env={"PYVISOR_TEST_INIT": "slow:200"})
+        self.assertGreaterEqual(w.ready()["initMs"], 200)
+        self.assertOk(w.call("init_count"), 1)
+        self.assertOk(w.call("add", 2, 3), 5)
+
+    def test_crash_on_start(self):
+        w = self.worker(fixture("crash-on-start.py"))
+        self.assertEqual(w.wait_exit(10), 3)
+
+    def test_hang_in_init_answers_ping_and_exits_on_eof(self):
+        w = self.worker(fixture("hang-in-init.py"))
+        w.send({"t": "ping", "id": 7})
+        self.assertEqual(w.recv(10), {"t": "pong", "id": 7})
+        w.close_requests()
+        self.assertEqual(w.wait_exit(2), 0)
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def test_add_echo_and_session(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        self.assertOk(w.call("add", 1, 2), 3)
+        value = {"a": [1, 2.5, None, True, "é ✓ 😀"], "b": {"c": -1}}
+        self.assertOk(w.call("echo", value), value)
+        self.assertOk(w.call("session_set", "k", [1]), True)
+        self.assertOk(w.call("session_get", "k"), [1])
+        self.assertOk(w.call("pid"), w.proc.pid)
+
+    def test_python_error(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        msg = w.call("fail", "boom")
+        self.assertErr(msg, "python", "ValueError")
+        self.assertEqual(msg["message"], "boom")
+        self.assertTrue(msg["traceback"].startswith("Traceback (most recent call last):"))
+        self.assertIn("in fail", msg["traceback"])
+        self.assertNotIn("_runtime.py", msg["traceback"])
+        self.assertOk(w.call("add", 1, 1), 2)
+
+    def test_wrong_arguments_is_a_python_error(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        msg = w.call("add", 1)
+        self.assertErr(msg, "python", "TypeError")
+        self.assertIn("missing 1 required positional argument", msg["message"])
+
+    def test_system_exit_and_keyboard_interrupt_are_errors(self):
+        w = self.ready_worker()
+        self.assertErr(w.call("raise_system_exit"), "python", "SystemExit")
+        self.assertErr(w.call("raise_keyboard_interrupt"), "python", "KeyboardInterrupt")
+        self.assertOk(w.call("add", 1, 1), 2)
+
+    def test_unknown_handler(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        msg = w.call("nope")
+        self.assertErr(msg, "unknown_handler", "UnknownHandler")
+        self.assertIn("'nope'", msg["message"])
+        self.assertIn("add", msg["message"])
+        self.assertIn("session_get", msg["message"])
+
+    def test_serialization_errors(self):
+        w = self.ready_worker()
+        for fn in ("nan", "unserializable", "circular", "bad_key"):
+            msg = w.call(fn)
+            self.assertErr(msg, "serialization")
+            self.assertIn(repr(fn), msg["message"])
+        self.assertIn("not JSON serializable", w.call("unserializable")["message"])
+        self.assertIn("Out of range float", w.call("nan")["message"])
+        # An aborted encode must not poison the next one (circularity markers are reset).
+        nested = [[1, [2, [3]]], {"x": [4]}]
+        for _ in range(3):
+            self.assertOk(w.call("echo", nested), nested)
+
+    def test_lone_surrogates_and_unicode(self):
+        w = self.ready_worker()
+        self.assertOk(w.call("surrogate"), "\ud800 lone")
+        w.send_raw(frame({"t": "call", "id": 99, "fn": "echo", "args": ["\udc00x"]}))
+        self.assertOk(w.recv(), "\udc00x")
+        self.assertOk(w.call("unicode_echo", "ünï😀"), ["ünï😀", 4])
+
+    def test_generator_called_without_stream_returns_list(self):
+        w = self.ready_worker()
+        self.assertOk(w.call("count", 4), [0, 1, 2, 3])
+        self.assertOk(w.call("returns_generator", 4), [0, 1, 4, 9])
+        self.assertOk(w.call("async_count", 3), [0, 1, 2])
+
+    def test_async_handlers(self):
+        w = self.ready_worker()
+        self.assertOk(w.call("async_add", 2, 3), 5)
+        cid = w.start_call("async_sleep", 10)
+        time.sleep(0.2)
+        w.send({"t": "cancel", "id": cid})
+        msg = w.recv(2)
+        self.assertEqual(msg["id"], cid)
+        self.assertErr(msg, "cancelled", "Cancelled")
+        self.assertOk(w.call("async_add", 1, 1), 2)
+
+    def test_context(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        msg = w.call("context", tp=tp)
+        self.assertOk(msg, {"id": msg["id"], "fn": "context", "traceparent": tp})
+        msg = w.call("context")
+        self.assertEqual(msg["v"]["traceparent"], None)
+
+    def test_big_results_and_args(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        msg = w.call("big", 5000000)
+        self.assertEqual(msg["t"], "ok")
+        self.assertEqual(len(msg["v"]), 5000000)
+        arg = "y" * 3000000
+        self.assertOk(w.call("echo", arg), arg)
+
+    def test_max_message(self):
+        w = self.ready_worker(fixture("handlers.py"), env={"PYVISOR_MAX_MESSAGE": "2000"})
+        self.assertEqual(len(w.call("big", 1000)["v"]), 1000)
+        msg = w.call("big", 5000)
+        self.assertErr(msg, "serialization")
+        self.assertIn("too large", msg["message"])
+        msg = w.call("big", 100000)
+        self.assertErr(msg, "serialization")
+        self.assertOk(w.call("add", 1, 2), 3)
+        # An incoming frame over the limit is a protocol error.
+        w.send({"t": "call", "id": 5, "fn": "echo", "args": ["z" * 3000]})
+        self.assertEqual(w.wait_exit(), 3)
+
+    def test_print_does_not_corrupt_frames(self):
+        w = self.ready_worker(fixture("handlers.py"), capture=True)
+        self.assertOk(w.call("noisy", 200), "done")
+        self.assertOk(w.call("add", 1, 2), 3)
+        self.assertOk(w.call("stderr_flood", 300000), 300000)
+        self.assertOk(w.call("add", 2, 2), 4)
+        time.sleep(0.2)
+        out = b"".join(w.stdout)
+        self.assertIn(b"noisy stdout line 199\n", out)
+        self.assertIn(b"noisy raw fd1 line 199\n", out)
+        self.assertIn(b"noisy stderr line 199\n", b"".join(w.stderr))
+
+    def test_fds_moved_and_dup2_is_harmless(self):
+        w = self.ready_worker()
+        info = w.call("getpid_and_fds")["v"]
+        if IS_LINUX:
+            self.assertEqual(info["fd3"], "/dev/null")
+            self.assertEqual(info["fd4"], "/dev/null")
+        self.assertOk(w.call("write_fd4", "junk that must go nowhere"), "written")
+        self.assertOk(w.call("garbage", "dup2"), "ok")
+        self.assertOk(w.call("add", 1, 2), 3)
+        w.send({"t": "ping", "id": 3})
+        self.assertEqual(w.recv(), {"t": "pong", "id": 3})
+
+    @unittest.skipUnless(IS_LINUX, "uses /proc")
+    def test_forked_children_do_not_touch_the_pipes(self):
+        w = self.ready_worker()
+        self.assertOk(w.call("fork_child_returns"), {"parent": True, "child_exit": 0})
+        self.assertEqual(w.call("fork_child_fds")["v"], repr(["/dev/null", "/dev/null"]))
+        self.assertOk(w.call("add", 1, 2), 3)
+        self.assertTrue(w.nothing_within(0.2))
+
+    def test_garbage_hooks_write_what_they_say(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        w.start_call("garbage", "unknown_id")
+        self.assertEqual(w.recv(), {"t": "ok", "id": 999999999, "v": 1})
+        self.assertEqual(w.recv()["v"], "ok")
+        w.start_call("garbage", "not_object")
+        n = int.from_bytes(os.read(w.rep_r, 4), "big")
+        self.assertEqual(os.read(w.rep_r, n), b"[1,2]")
+        w.start_call("garbage", "close_out")
+        self.assertEqual(w.wait_exit(), 3)
+
+    # -- streams ------------------------------------------------------------------------------
+
+    def test_stream_credit_flow_control(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        cid = w.start_call("count", 10, stream=True, credit=2)
+        self.assertEqual([w.recv()["v"] for _ in range(2)], [0, 1])
+        self.assertTrue(w.nothing_within(0.3), "item sent beyond credit")
+        w.send({"t": "credit", "id": cid, "n": 3})
+        self.assertEqual([w.recv()["v"] for _ in range(3)], [2, 3, 4])
+        self.assertTrue(w.nothing_within(0.3), "item sent beyond credit")
+        w.send({"t": "ping", "id": 1})
+        self.assertEqual(w.recv(), {"t": "pong", "id": 1})
+        w.send({"t": "credit", "id": cid, "n": 100})
+        items = [w.recv() for _ in range(5)]
+        self.assertEqual([m["v"] for m in items], [5, 6, 7, 8, 9])
+        self.assertTrue(all(m["t"] == "item" and m["id"] == cid for m in items))
+        self.assertEqual(w.recv(), {"t": "end", "id": cid})
+        self.assertOk(w.call("add", 1, 2), 3)
+
+    def test_stream_ends_without_extra_credit(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        cid = w.start_call("count", 3, stream=True, credit=3)
+        self.assertEqual([w.recv()["v"] for _ in range(3)], [0, 1, 2])
+        self.assertEqual(w.recv(1), {"t": "end", "id": cid})
+        cid = w.start_call("count", 0, stream=True, credit=0)
+        self.assertEqual(w.recv(1), {"t": "end", "id": cid})
+
+    def test_stream_errors(self):
+        w = self.ready_worker()
+        cid = w.start_call("stream_then_fail", 2, stream=True, credit=10)
+        self.assertEqual([w.recv()["v"] for _ in range(2)], [0, 1])
+        msg = w.recv()
+        self.assertEqual(msg["id"], cid)
+        self.assertErr(msg, "python", "RuntimeError")
+        cid = w.start_call("stream_unserializable", stream=True, credit=10)
+        self.assertEqual(w.recv()["v"], 1)
+        self.assertErr(w.recv(), "serialization")
+        msg = w.call("add", 1, 2, stream=True, credit=1)
+        self.assertErr(msg, "python", "TypeError")
+        self.assertIn("call()", msg["message"])
+        cid = w.start_call("async_count", 3, stream=True, credit=10)
+        self.assertEqual([w.recv()["v"] for _ in range(3)], [0, 1, 2])
+        self.assertEqual(w.recv(), {"t": "end", "id": cid})
+
+    def test_cancel_while_waiting_for_credit(self):
+        w = self.ready_worker()
+        cid = w.start_call("slow_stream", 100, 0.0, stream=True, credit=1)
+        self.assertEqual(w.recv()["v"], 0)
+        self.assertTrue(w.nothing_within(0.2))
+        t0 = time.monotonic()
+        w.send({"t": "cancel", "id": cid})
+        msg = w.recv(2)
+        self.assertLess(time.monotonic() - t0, 1.0)
+        self.assertEqual(msg["id"], cid)
+        self.assertErr(msg, "cancelled", "Cancelled")
+        events = w.call("events")["v"]
+        self.assertIn("slow_stream got Cancelled", events)  # raised at its yield
+        self.assertIn("slow_stream closed", events)
+
+    def test_cancel_reaches_generators_at_their_yield(self):
+        w = self.ready_worker()
+        cid = w.start_call("stubborn_stream", 100, stream=True, credit=1)
+        self.assertEqual(w.recv()["v"], 0)
+        w.send({"t": "cancel", "id": cid})
+        self.assertErr(w.recv(2), "cancelled", "Cancelled")
+        cid = w.start_call("async_stream_tracked", 100, stream=True, credit=1)
+        self.assertEqual(w.recv()["v"], 0)
+        w.send({"t": "cancel", "id": cid})
+        self.assertErr(w.recv(2), "cancelled", "Cancelled")
+        events = w.call("events")["v"]
+        self.assertIn("stubborn_stream swallowed Cancelled", events)
+        self.assertIn("async_stream_tracked got Cancelled", events)
+        self.assertOk(w.call("add", 1, 2), 3)
+
+    def test_cancel_during_stream_item_production(self):
+        w = self.ready_worker()
+        cid = w.start_call("slow_stream", 100, 0.05, stream=True, credit=1000)
+        for _ in range(3):
+            self.assertEqual(w.recv()["t"], "item")
+        w.send({"t": "cancel", "id": cid})
+        while True:
+            msg = w.recv(2)
+            if msg["t"] != "item":
+                break
+        self.assertErr(msg, "cancelled", "Cancelled")
+        self.assertOk(w.call("add", 1, 2), 3)
+
+    # -- cancellation -------------------------------------------------------------------------
+
+    def test_cancel_sleep(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        cid = w.start_call("sleep", 10)
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        w.send({"t": "cancel", "id": cid})
+        msg = w.recv(2)
+        self.assertLess(time.monotonic() - t0, 1.0)
+        self.assertEqual(msg["id"], cid)
+        self.assertErr(msg, "cancelled", "Cancelled")
+        self.assertIn("in sleep", msg["traceback"])
+        self.assertOk(w.call("add", 1, 2), 3)
+        self.assertOk(w.call("sleep", 0.1), 0.1)
+
+    def test_cancel_spin_and_lock_waits(self):
+        w = self.ready_worker()
+        for fn, args in (("spin", [30]), ("block_on_lock", []), ("block_on_event", [])):
+            cid = w.start_call(fn, *args)
+            time.sleep(0.2)
+            w.send({"t": "cancel", "id": cid})
+            msg = w.recv(2)
+            self.assertEqual(msg["id"], cid, fn)
+            self.assertErr(msg, "cancelled", "Cancelled")
+        self.assertOk(w.call("add", 1, 2), 3)
+
+    def test_handler_sees_cancelled_and_can_clean_up(self):
+        w = self.ready_worker()
+        cid = w.start_call("tracked_sleep", 10)
+        time.sleep(0.2)
+        w.send({"t": "cancel", "id": cid})
+        self.assertErr(w.recv(2), "cancelled")
+        self.assertIn("tracked_sleep cancelled", w.call("events")["v"])
+
+    def test_swallowed_cancel_returns_ok(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        cid = w.start_call("swallow", 0.6)
+        time.sleep(0.1)
+        w.send({"t": "cancel", "id": cid})
+        w.send({"t": "cancel", "id": cid})  # a second cancel for the same call is ignored
+        msg = w.recv(3)
+        self.assertEqual(msg["id"], cid)
+        self.assertOk(msg, "late")
+        self.assertOk(w.call("add", 1, 2), 3)
+
+    def test_late_cancel_does_not_hit_next_call(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        cid = w.start_call("add", 1, 2)
+        self.assertOk(w.recv(), 3)
+        w.send({"t": "cancel", "id": cid})
+        w.send({"t": "cancel", "id": 12345})
+        self.assertOk(w.call("sleep", 0.3), 0.3)
+        self.assertOk(w.call("spin", 0.2), 0.2)
+
+    def test_cancel_race_stress(self):
+        """Cancels landing right around the end of calls never affect the following call."""
+        w = self.ready_worker(fixture("handlers.py"))
+        outcomes = set()
+        for i in range(300):
+            delay = (i % 6) * 0.0005
+            if i % 50 == 0:
+                delay = 0.3  # surely cancelled
+            cid = w.start_call("sleep", delay)
+            if i % 50 == 25:
+                msg = w.recv()  # surely finished: a late cancel
+                w.send({"t": "cancel", "id": cid})
+            else:
+                if i % 3:
+                    time.sleep(min(delay, 0.02) * (i % 4) / 2)
+                w.send({"t": "cancel", "id": cid})
+                msg = w.recv()
+            self.assertEqual(msg["id"], cid)
+            if msg["t"] == "err":
+                self.assertEqual(msg["kind"], "cancelled", msg)
+            else:
+                self.assertOk(msg, delay)
+            outcomes.add(msg["t"])
+            self.assertOk(w.call("echo", i), i)
+        self.assertEqual(outcomes, {"ok", "err"})
+
+    def test_cancel_of_queued_call(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        first = w.start_call("sleep", 0.3)
+        second = w.start_call("add", 1, 2)
+        third = w.start_call("add", 2, 2)
+        time.sleep(0.05)
+        w.send({"t": "cancel", "id": second})
+        replies = {}
+        for _ in range(3):
+            msg = w.recv(3)
+            replies[msg["id"]] = msg
+        self.assertOk(replies[first], 0.3)
+        self.assertErr(replies[second], "cancelled", "Cancelled")
+        self.assertOk(replies[third], 4)
+
+    def test_pipelined_calls(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        ids = [w.start_call("echo", i) for i in range(200)]
+        got = [w.recv() for _ in ids]
+        self.assertEqual([m["id"] for m in got], ids)
+        self.assertEqual([m["v"] for m in got], list(range(200)))
+
+    # -- liveness -----------------------------------------------------------------------------
+
+    def test_ping_while_busy_in_spin(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        w.send({"t": "ping", "id": 1})
+        self.assertEqual(w.recv(), {"t": "pong", "id": 1})
+        cid = w.start_call("spin", 2)
+        time.sleep(0.2)
+        for i in range(2, 5):
+            t0 = time.monotonic()
+            w.send({"t": "ping", "id": i})
+            self.assertEqual(w.recv(1), {"t": "pong", "id": i})
+            self.assertLess(time.monotonic() - t0, 0.5)
+        self.assertOk(w.recv(5), 2)
+        self.assertIsNotNone(cid)
+
+    def test_eof_exits_while_spinning(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        w.start_call("spin", 30)
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        w.close_requests()
+        self.assertEqual(w.wait_exit(2), 0)
+        self.assertLess(time.monotonic() - t0, 1.0)
+
+    def test_eof_exits_while_sleeping_and_idle(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        w.start_call("sleep", 30)
+        time.sleep(0.1)
+        w.close_requests()
+        self.assertEqual(w.wait_exit(1), 0)
+        w = self.ready_worker(fixture("handlers.py"))
+        w.close_requests()
+        self.assertEqual(w.wait_exit(1), 0)
+
+    def test_hang_c_holds_the_gil(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        w.start_call("hang_c")
+        time.sleep(0.2)
+        w.send({"t": "ping", "id": 1})
+        self.assertTrue(w.nothing_within(0.5), "a pong came back although the GIL is held")
+        w.send({"t": "cancel", "id": 1})
+        self.assertTrue(w.nothing_within(0.3))
+        w.kill()
+
+    @unittest.skipUnless(IS_LINUX, "PR_SET_PDEATHSIG is Linux-only")
+    def test_parent_death_kills_worker_stuck_in_c(self):
+        env = dict(os.environ)
+        if self.READER:
+            env["PYVISOR_READER"] = self.READER
+        out = subprocess.check_output(
+            [PYTHON, os.path.join(HERE, "fixtures", "orphan_parent.py")], env=env, timeout=20
+        )
+        pid = int(out.decode().strip())
+        deadline = time.monotonic() + 2
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive = pid_alive(pid)
+        if alive:
+            os.kill(pid, signal.SIGKILL)
+        self.assertFalse(alive, "worker outlived its parent")
+
+    def test_wrong_parent_pid_exits(self):
+        w = self.worker(fixture("handlers.py"), env={"PYVISOR_PARENT_PID": "1"}, capture=True)
+        self.assertEqual(w.wait_exit(), 1)
+
+    def test_sigint_is_ignored(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        cid = w.start_call("sleep", 0.3)
+        time.sleep(0.1)
+        os.kill(w.proc.pid, signal.SIGINT)
+        self.assertEqual(w.recv(2)["id"], cid)
+        self.assertOk(w.call("kill_self", int(signal.SIGINT)), "survived")
+
+    def test_stray_sigusr1_is_harmless(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        cid = w.start_call("sleep", 0.3)
+        time.sleep(0.1)
+        os.kill(w.proc.pid, signal.SIGUSR1)
+        self.assertOk(w.recv(2), 0.3)
+        self.assertEqual(cid, 1)
+
+    # -- exit and protocol errors -------------------------------------------------------------
+
+    def test_exit_message(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        w.send({"t": "exit"})
+        self.assertEqual(w.wait_exit(), 0)
+
+    def test_exit_finishes_queued_calls_first(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        cid = w.start_call("sleep", 0.2)
+        cid2 = w.start_call("add", 1, 2)
+        w.send({"t": "exit"})
+        self.assertOk(w.recv(), 0.2)
+        msg = w.recv()
+        self.assertEqual(msg["id"], cid2)
+        self.assertEqual(w.wait_exit(), 0)
+        self.assertIsNotNone(cid)
+
+    def test_bad_request(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        for bad in (
+            {"t": "call", "id": 1, "fn": "add"},
+            {"t": "call", "id": 2, "fn": 5, "args": []},
+            {"t": "call", "id": 3, "fn": "count", "args": [3], "stream": True},
+            {"t": "call", "id": 4, "fn": "count", "args": [3], "stream": "yes", "credit": 1},
+        ):
+            w.send(bad)
+            msg = w.recv()
+            self.assertEqual(msg["id"], bad["id"])
+            self.assertErr(msg, "bad_request", "BadRequest")
+        self.assertOk(w.call("add", 1, 2), 3)
+
+    def test_protocol_errors_exit_3(self):
+        cases = [
+            b"\x00\x00\x00\x05hello",  # not JSON
+            frame([1, 2]),  # not an object
+            frame({"t": "bogus"}),  # unknown type
+            frame({"no_t": 1}),
+            frame({"t": "call", "fn": "add", "args": [1, 2]}),  # call without an id
+            b"\x00\x00\x00\x03\xff\xfe\xfd",  # not UTF-8
+            b"\xff\xff\xff\xff",  # oversize
+            frame({"t": "cancel"}),
+        ]
+        for data in cases:
+            w = self.worker(fixture("handlers.py"), capture=True)
+            w.ready()
+            w.send_raw(data)
+            self.assertEqual(w.wait_exit(), 3, data)
+            time.sleep(0.05)
+            self.assertIn(b"protocol error", b"".join(w.stderr), data)
+
+    def test_eof_inside_frame_is_a_protocol_error(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        w.send_raw(b"\x00\x00\x01\x00{")
+        w.close_requests()
+        self.assertEqual(w.wait_exit(), 3)
+
+    def test_whitespace_json_is_accepted(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        body = b' { "t" : "call", "id" : 1, "fn" : "add", "args" : [1, 2] } '
+        w.send_raw(len(body).to_bytes(4, "big") + body)
+        self.assertOk(w.recv(), 3)
+
+    def test_frames_split_across_writes(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        data = frame({"t": "call", "id": 1, "fn": "add", "args": [1, 2]})
+        for b in data:
+            w.send_raw(bytes([b]))
+            time.sleep(0.001)
+        self.assertOk(w.recv(), 3)
+
+
+class EpollReaderTests(Base, unittest.TestCase):
+    READER = None
+
+
+class ThreadReaderTests(Base, unittest.TestCase):
+    READER = "thread"
+
+
+class LockInterruptTest(unittest.TestCase):
+    """The credit wait relies on lock acquisition being interruptible by signals (POSIX)."""
+
+    def test_lock_acquire_interrupted_by_signal(self):
+        code = r"""
+import _thread, signal, threading, time, os
+class Boom(BaseException): pass
+def handler(s, f): raise Boom()
+signal.signal(signal.SIGUSR1, handler)
+main = threading.get_ident()
+threading.Timer(0.2, lambda: signal.pthread_kill(main, signal.SIGUSR1)).start()
+lock = _thread.allocate_lock(); lock.acquire()
+t0 = time.monotonic()
+try:
+    lock.acquire()
+except Boom:
+    print("interrupted after %.2fs" % (time.monotonic() - t0))
+"""
+        out = subprocess.check_output([PYTHON, "-c", code], timeout=10).decode()
+        self.assertIn("interrupted after 0.2", out)
+
+
+class ApiTest(unittest.TestCase):
+    def test_decorators_outside_a_worker(self):
+        sys.path.insert(0, os.path.dirname(HERE))
+        try:
+            import pyvisor
+        finally:
+            sys.path.pop(0)
+        self.assertIsNone(pyvisor.current_call())
+        self.assertTrue(issubclass(pyvisor.Cancelled, BaseException))
+        self.assertFalse(issubclass(pyvisor.Cancelled, Exception))
+
+        def f():
+            return 1
+
+        self.assertIs(pyvisor.handler(name="__api_test_f")(f), f)
+        with self.assertRaises(ValueError):
+            pyvisor.handler(name="__api_test_f")(f)
+        self.assertIn("__api_test_f", pyvisor._handlers)
+        self.assertNotIn("pyvisor._runtime", sys.modules)
+
+
+if __name__ == "__main__":
+    unittest.main()

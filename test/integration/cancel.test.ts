@@ -1,0 +1,109 @@
+import { describe, expect, it } from 'vitest';
+import { CallTimeoutError, CheckoutTimeoutError, QueueFullError } from '../../src/index.js';
+import { nextEvent, testPool } from '../helpers.js';
+
+describe('cancel and timeout', () => {
+  it('a timed-out call settles at once; Python stops the handler; the same worker serves on', async () => {
+    const pool = testPool({});
+    const pid = await pool.call('pid');
+    const t0 = performance.now();
+    const error = await pool.call('sleep', [30], { timeout: 200 }).catch((e: unknown) => e);
+    const elapsed = performance.now() - t0;
+    expect(error).toBeInstanceOf(CallTimeoutError);
+    expect((error as CallTimeoutError).code).toBe('ERR_CALL_TIMEOUT');
+    expect(elapsed).toBeLessThan(5000);
+    // The interrupt stopped time.sleep: the worker answers the next call, same process.
+    expect(await pool.call('add', [1, 2])).toBe(3);
+    expect(await pool.call('pid')).toBe(pid);
+  });
+
+  it('interrupts pure-Python loops too', async () => {
+    const pool = testPool({});
+    const pid = await pool.call('pid');
+    await expect(pool.call('spin', [30], { timeout: 200 })).rejects.toThrow(CallTimeoutError);
+    expect(await pool.call('pid')).toBe(pid);
+  });
+
+  it('cancels with an AbortSignal: rejects with the signal reason', async () => {
+    const pool = testPool({});
+    await pool.ready();
+    const controller = new AbortController();
+    const call = pool.call('sleep', [30], { signal: controller.signal });
+    setImmediate(() => controller.abort());
+    const error = await call.catch((e: unknown) => e);
+    expect((error as DOMException).name).toBe('AbortError');
+    const reason = new Error('mine');
+    const c2 = new AbortController();
+    const p2 = pool.call('sleep', [30], { signal: c2.signal });
+    c2.abort(reason);
+    await expect(p2).rejects.toBe(reason);
+    // Aborting twice is harmless.
+    c2.abort();
+    controller.abort();
+    expect(await pool.call('add', [1, 2])).toBe(3);
+  });
+
+  it('an already-aborted signal rejects without running anything', async () => {
+    const pool = testPool({});
+    await pool.ready();
+    await expect(pool.call('add', [1, 2], { signal: AbortSignal.abort() })).rejects.toMatchObject({
+      name: 'AbortError',
+    });
+    expect(pool.stats().workers[0]!.calls).toBe(0);
+  });
+
+  it('a handler that swallows the interrupt is killed after cancelGrace and replaced', async () => {
+    const pool = testPool({ cancelGrace: 300 });
+    const pid = await pool.call('pid');
+    const exited = nextEvent(pool, 'worker.exit');
+    await expect(pool.call('swallow', [60], { timeout: 100 })).rejects.toThrow(CallTimeoutError);
+    const exit = await exited;
+    expect(exit.pid).toBe(pid);
+    expect(exit.reason).toBe('killed');
+    const newPid = await pool.call('pid');
+    expect(newPid).not.toBe(pid);
+  });
+
+  it('a late result after a cancel never reaches another caller', async () => {
+    const pool = testPool({ cancelGrace: 5000 });
+    await pool.ready();
+    // swallow(0.3) ignores the interrupt and returns "late" after 300 ms.
+    await expect(pool.call('swallow', [0.3], { timeout: 50 })).rejects.toThrow(CallTimeoutError);
+    // This call waits for the worker; it must get its own answer, not "late".
+    expect(await pool.call('echo', ['mine'])).toBe('mine');
+  });
+
+  it('a call cancelled while queued is removed and never runs', async () => {
+    const pool = testPool({});
+    await pool.call('session_set', ['ran', false]);
+    const blocker = pool.call('sleep', [0.5]);
+    const controller = new AbortController();
+    const queued = pool.call('session_set', ['ran', true], { signal: controller.signal });
+    expect(pool.stats().queued).toBe(1);
+    controller.abort();
+    await expect(queued).rejects.toMatchObject({ name: 'AbortError' });
+    expect(pool.stats().queued).toBe(0);
+    await blocker;
+    expect(await pool.call('session_get', ['ran'])).toBe(false);
+  });
+
+  it('a call timeout counts the queue wait', async () => {
+    const pool = testPool({});
+    await pool.ready();
+    const blocker = pool.call('sleep', [1]);
+    await expect(pool.call('add', [1, 2], { timeout: 100 })).rejects.toThrow(CallTimeoutError);
+    await blocker;
+  });
+
+  it('checkoutTimeout and maxQueue bound the wait for a worker', async () => {
+    const pool = testPool({ checkoutTimeout: 100, maxQueue: 1 });
+    await pool.ready();
+    const blocker = pool.call('sleep', [1]);
+    const waiting = pool.call('add', [1, 2]);
+    await expect(pool.call('add', [1, 2])).rejects.toThrow(QueueFullError);
+    const error = await waiting.catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(CheckoutTimeoutError);
+    expect((error as CheckoutTimeoutError).code).toBe('ERR_CHECKOUT_TIMEOUT');
+    await blocker;
+  });
+});
