@@ -1,4 +1,5 @@
 import { CallTimeoutError, CheckoutTimeoutError } from './errors.js';
+import { type CallTelemetry, outcomeOf } from './telemetry.js';
 
 /** Where a call is in its life. */
 export type CallPhase = 'queued' | 'running' | 'done';
@@ -24,6 +25,8 @@ export interface CallInit {
   checkoutTimeout: number | undefined;
   signal: AbortSignal | undefined;
   owner: CallOwner;
+  /** Null when telemetry is off: then nothing is recorded or allocated for it. */
+  telemetry: CallTelemetry | null;
 }
 
 // Items a stream may have in flight before Python waits for credit.
@@ -53,6 +56,7 @@ export class PendingCall {
   startedAt = 0;
   worker: CallWorker | null = null;
   readonly #owner: CallOwner;
+  readonly #telemetry: CallTelemetry | null;
   readonly #signal: AbortSignal | undefined;
   #onAbort: (() => void) | null = null;
   #deadline: NodeJS.Timeout | null = null;
@@ -79,6 +83,7 @@ export class PendingCall {
     this.stream = init.stream;
     this.session = init.session;
     this.#owner = init.owner;
+    this.#telemetry = init.telemetry;
     this.#signal = init.signal;
     if (!init.stream) {
       this.promise = new Promise((resolve, reject) => {
@@ -108,11 +113,12 @@ export class PendingCall {
   }
 
   /** The supervisor handed the call to a worker. */
-  dispatched(workerId: number, worker: CallWorker): void {
+  dispatched(workerId: number, worker: CallWorker, pid: number | null = null): void {
     this.phase = 'running';
     this.workerId = workerId;
     this.worker = worker;
     this.startedAt = performance.now();
+    this.#telemetry?.dispatched(workerId, pid, this.startedAt - this.createdAt);
     if (this.#checkoutTimer) {
       clearTimeout(this.#checkoutTimer);
       this.#checkoutTimer = null;
@@ -121,13 +127,13 @@ export class PendingCall {
 
   resolve(value: unknown): void {
     if (this.phase === 'done') return;
-    this.#finish();
+    this.#finish('ok', null);
     this.#resolve(value);
   }
 
   reject(error: unknown): void {
     if (this.phase === 'done') return;
-    this.#finish();
+    this.#finish(outcomeOf(error), error);
     if (this.stream) {
       this.#error = error;
       this.#wake();
@@ -153,7 +159,7 @@ export class PendingCall {
   /** The stream finished. */
   end(): void {
     if (this.phase === 'done') return;
-    this.#finish();
+    this.#finish('ok', null);
     this.#ended = true;
     this.#wake();
   }
@@ -190,7 +196,7 @@ export class PendingCall {
     this.#error = null;
     this.#ended = true;
     if (this.phase !== 'done') {
-      this.#finish();
+      this.#finish('abandoned', null);
       this.#owner.abandon(this);
     }
     return Promise.resolve(DONE);
@@ -226,8 +232,9 @@ export class PendingCall {
     this.#owner.abandon(this);
   }
 
-  #finish(): void {
+  #finish(outcome: string, error: unknown): void {
     this.phase = 'done';
+    this.#telemetry?.settled(outcome, error, performance.now() - this.createdAt);
     if (this.#deadline) clearTimeout(this.#deadline);
     if (this.#checkoutTimer) clearTimeout(this.#checkoutTimer);
     this.#deadline = this.#checkoutTimer = null;

@@ -29,6 +29,8 @@ export interface PoolEvents {
     from: WorkerState;
     to: WorkerState;
   }) => void;
+  /** A worker reported ready; `initMs` is the time from spawn to its ready message. */
+  'worker.ready': (event: { workerId: number; pid: number | null; initMs: number }) => void;
   /** A worker process ended. */
   'worker.exit': (event: {
     workerId: number;

@@ -13,12 +13,13 @@ import type { PoolEvents, WorkerState } from './events.js';
 import { resolveInterpreter } from './interpreter.js';
 import type { WorkerActor } from './machines/worker.machine.js';
 import { duration, type NormalizedOptions, normalizeOptions, type PoolOptions } from './options.js';
-import { encodeFrame } from './protocol.js';
+import { type CallRequest, encodeFrame } from './protocol.js';
 import {
   type SupervisorEmitted,
   type SupervisorEvent,
   supervisorMachine,
 } from './supervisor/supervisor.machine.js';
+import { PoolTelemetry } from './telemetry.js';
 import { spawnChildProcess } from './transport/child-process.js';
 import type { SpawnTransport } from './transport/transport.js';
 
@@ -116,6 +117,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
   #readyWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   readonly #owner: CallOwner;
   readonly #workerStates: WorkerState[];
+  readonly #telemetry: PoolTelemetry;
   #done!: () => void;
   readonly #whenDone = new Promise<void>((resolve) => {
     this.#done = resolve;
@@ -128,6 +130,14 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     checkScript(this.options.script);
     this.#workerStates = Array.from({ length: this.options.size }, () => 'stopped' as WorkerState);
     this.#owner = { abandon: (call) => this.#send({ type: 'call.abandoned', call }) };
+    this.#telemetry = new PoolTelemetry(this.options.name, {
+      queued: () => this.#actor.getSnapshot().context.queue.size,
+      workersByState: () => {
+        const counts: Record<string, number> = {};
+        for (const w of this.stats().workers) counts[w.state] = (counts[w.state] ?? 0) + 1;
+        return counts;
+      },
+    });
     const inspect = internals.inspect;
     this.#actor = createActor(supervisorMachine, {
       input: {
@@ -147,9 +157,13 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     });
     this.#actor.on('*', (event) => this.#onSupervisorEvent(event as SupervisorEmitted));
     this.#actor.subscribe({
-      complete: () => this.#done(),
+      complete: () => {
+        this.#telemetry.close();
+        this.#done();
+      },
       error: (error) => {
         // A bug in pyvisor, not in user code: surface it instead of hanging every call.
+        this.#telemetry.close();
         this.emit('error', error);
         this.#done();
       },
@@ -359,23 +373,31 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       throw signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
     }
     const id = ++this.#nextId;
+    const telemetry = this.#telemetry.startCall(fn, session);
+    const tp = telemetry?.traceparent;
     let json: string;
     try {
-      json = JSON.stringify(
-        stream
-          ? { t: 'call', id, fn, args, stream: true, credit: STREAM_WINDOW }
-          : { t: 'call', id, fn, args },
-      );
+      const request: CallRequest = { t: 'call', id, fn, args: args as unknown[] };
+      if (stream) {
+        request.stream = true;
+        request.credit = STREAM_WINDOW;
+      }
+      if (tp) request.tp = tp;
+      json = JSON.stringify(request);
     } catch (cause) {
-      throw new SerializationError(
+      const error = new SerializationError(
         `The arguments of '${fn}' cannot be encoded as JSON: ${(cause as Error).message}`,
         { cause },
       );
+      telemetry?.settled(error.code, error, 0);
+      throw error;
     }
     if (Buffer.byteLength(json) > this.options.maxMessageSize) {
-      throw new SerializationError(
+      const error = new SerializationError(
         `The arguments of '${fn}' are larger than maxMessageSize (${this.options.maxMessageSize} bytes)`,
       );
+      telemetry?.settled(error.code, error, 0);
+      throw error;
     }
     return new PendingCall({
       id,
@@ -387,6 +409,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       checkoutTimeout: this.options.checkoutTimeout,
       signal,
       owner: this.#owner,
+      telemetry,
     });
   }
 
@@ -441,7 +464,16 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
           error: event.exit.error,
         });
         break;
+      case 'worker.started':
+        this.#telemetry.workerReady(event.initMs);
+        this.emit('worker.ready', {
+          workerId: event.workerId,
+          pid: event.pid,
+          initMs: event.initMs,
+        });
+        break;
       case 'worker.restarting':
+        this.#telemetry.workerRestart(event.reason);
         this.emit('worker.restart', {
           workerId: event.workerId,
           reason: event.reason,
@@ -463,9 +495,11 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
         this.emit('session.expired', { session: event.session });
         break;
       case 'circuit.changed':
+        this.#telemetry.circuitTransition(event.state);
         this.emit('circuit.change', { state: event.state, error: event.error });
         break;
       case 'health.failed':
+        this.#telemetry.healthCheckFailed();
         this.emit('health.failed', { workerId: event.workerId, pid: event.pid });
         break;
     }

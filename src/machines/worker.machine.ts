@@ -31,7 +31,11 @@ export interface WorkerCall {
   readonly frame: Buffer;
   readonly stream: boolean;
   readonly settled: boolean;
-  dispatched(workerId: number, port: { grantCredit(callId: number, n: number): void }): void;
+  dispatched(
+    workerId: number,
+    port: { grantCredit(callId: number, n: number): void },
+    pid: number | null,
+  ): void;
   resolve(value: unknown): void;
   reject(error: unknown): void;
   item(value: unknown): void;
@@ -258,7 +262,7 @@ export const workerMachine = setup({
     'start call': assign(({ context, event }) => {
       if (event.type !== 'call.start') return {};
       const call = event.call;
-      call.dispatched(context.workerId, context.port);
+      call.dispatched(context.workerId, context.port, context.pid);
       context.transport!.send(call.frame);
       return { call, calls: context.calls + 1 };
     }),

@@ -112,6 +112,7 @@ export type SupervisorEmitted =
   | { type: 'pool.failed'; error: PyvisorError }
   | { type: 'pool.circuitOpen'; error: CircuitOpenError }
   | { type: 'worker.exited'; exit: WorkerExit }
+  | { type: 'worker.started'; workerId: number; pid: number | null; initMs: number }
   | {
       type: 'worker.restarting';
       workerId: number;
@@ -489,6 +490,12 @@ export const supervisorMachine = setup({
       context.readyCount++;
       if (context.probe === slot.index) context.probe = null;
       enqueue.sendTo(context.circuit, { type: 'start.succeeded' });
+      enqueue.emit({
+        type: 'worker.started',
+        workerId: slot.index,
+        pid: slot.pid,
+        initMs: now() - slot.startedAt,
+      });
       if (context.readyCount === context.options.size) enqueue.emit({ type: 'pool.ready' });
     }),
     'serve idle worker': enqueueActions(({ context, event, enqueue: raw }) => {
