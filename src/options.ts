@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { InvalidOptionError } from './errors.js';
+import type { Logger } from './logger.js';
 import { DEFAULT_MAX_MESSAGE_SIZE } from './protocol.js';
 
 /** Health-check settings: idle workers are pinged every `interval` ms and must answer in `timeout` ms. */
@@ -81,6 +82,8 @@ export interface PoolOptions {
   maxMessageSize?: number;
   /** Lines of stdout/stderr kept per worker for error messages. Default 50. */
   outputLines?: number;
+  /** Receives structured records (pino-style `info/warn/error(object, message)`), stderr lines included. */
+  logger?: Logger;
 }
 
 /** Fully defaulted, validated and frozen options. */
@@ -110,6 +113,7 @@ export interface NormalizedOptions {
   readonly stopTimeout: number;
   readonly maxMessageSize: number;
   readonly outputLines: number;
+  readonly logger: Logger | undefined;
 }
 
 // Node's timers overflow above 2^31-1 ms and then fire immediately.
@@ -183,6 +187,23 @@ function object<T>(name: string, value: unknown): Partial<T> {
   return value as Partial<T>;
 }
 
+function logger(name: string, value: unknown): Logger | undefined {
+  if (value === undefined) return undefined;
+  const ok =
+    typeof value === 'object' &&
+    value !== null &&
+    ['info', 'warn', 'error'].every(
+      (m) => typeof (value as Record<string, unknown>)[m] === 'function',
+    );
+  if (!ok) {
+    throw new InvalidOptionError(
+      name,
+      `Expected the \`${name}\` option to be an object with info, warn and error methods, got ${describe(value)}`,
+    );
+  }
+  return value as Logger;
+}
+
 const KNOWN = new Set([
   'script',
   'size',
@@ -204,6 +225,7 @@ const KNOWN = new Set([
   'stopTimeout',
   'maxMessageSize',
   'outputLines',
+  'logger',
   'inspect',
 ]);
 
@@ -294,6 +316,7 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
     stopTimeout: duration('stopTimeout', input.stopTimeout, 2000),
     maxMessageSize: integer('maxMessageSize', input.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE, 16),
     outputLines: integer('outputLines', input.outputLines, 50, 0),
+    logger: logger('logger', input.logger),
   };
   if (options.maxMessageSize > 2 ** 32 - 1) {
     throw new InvalidOptionError('maxMessageSize', 'Expected `maxMessageSize` to fit in 32 bits');

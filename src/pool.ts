@@ -11,6 +11,7 @@ import {
 } from './errors.js';
 import type { PoolEvents, WorkerState } from './events.js';
 import { resolveInterpreter } from './interpreter.js';
+import { attachLogger } from './logger.js';
 import type { WorkerActor } from './machines/worker.machine.js';
 import { duration, type NormalizedOptions, normalizeOptions, type PoolOptions } from './options.js';
 import { type CallRequest, encodeFrame } from './protocol.js';
@@ -168,6 +169,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
         this.#done();
       },
     });
+    if (this.options.logger) attachLogger(this, this.options.name, this.options.logger);
     if (!this.options.lazy) this.#start();
   }
 
