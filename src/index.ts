@@ -17,6 +17,7 @@ export {
   WorkerInitError,
 } from './errors.js';
 export type { PoolEvents, WorkerState } from './events.js';
+export { type Inspector, sanitizeContext, sanitizeEvent } from './inspect.js';
 export type { Logger } from './logger.js';
 export type { WorkerExitReason } from './machines/worker.machine.js';
 export type {

@@ -1,6 +1,6 @@
 import { statSync } from 'node:fs';
 import { EventEmitter } from 'eventemitter3';
-import { type Actor, createActor, type InspectionEvent, type Observer } from 'xstate';
+import { type Actor, createActor } from 'xstate';
 import { type CallOwner, PendingCall, STREAM_WINDOW } from './call.js';
 import {
   InvalidOptionError,
@@ -10,6 +10,7 @@ import {
   SerializationError,
 } from './errors.js';
 import type { PoolEvents, WorkerState } from './events.js';
+import { type Inspector, sanitizingInspector } from './inspect.js';
 import { resolveInterpreter } from './interpreter.js';
 import { attachLogger } from './logger.js';
 import type { WorkerActor } from './machines/worker.machine.js';
@@ -76,8 +77,11 @@ export interface PoolStats {
 export interface PoolInternals {
   /** Replaces the process transport (tests use fakes). */
   spawn?: SpawnTransport;
-  /** An XState inspection observer (e.g. `@statelyai/inspect`'s `inspector.inspect`). */
-  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /**
+   * An XState inspection observer (e.g. `@statelyai/inspect`'s `inspector.inspect`). It sees the
+   * supervisor, every worker and the circuit breaker, with sanitised contexts and events.
+   */
+  inspect?: Inspector;
 }
 
 const DEFAULT_CLOSE_TIMEOUT = 10_000;
@@ -154,7 +158,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
         },
         onWorkerSpawned: (workerId, ref) => this.#watchWorker(workerId, ref),
       },
-      ...(inspect ? { inspect } : {}),
+      ...(inspect ? { inspect: sanitizingInspector(inspect) } : {}),
     });
     this.#actor.on('*', (event) => this.#onSupervisorEvent(event as SupervisorEmitted));
     this.#actor.subscribe({
