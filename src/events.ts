@@ -29,8 +29,18 @@ export interface PoolEvents {
     from: WorkerState;
     to: WorkerState;
   }) => void;
-  /** A worker reported ready; `initMs` is the time from spawn to its ready message. */
-  'worker.ready': (event: { workerId: number; pid: number | null; initMs: number }) => void;
+  /**
+   * A worker reported ready; `initMs` is the time from spawn to its ready message, `version` and
+   * `executable` describe its interpreter and `handlers` lists what the script registered.
+   */
+  'worker.ready': (event: {
+    workerId: number;
+    pid: number | null;
+    initMs: number;
+    version: string;
+    executable: string;
+    handlers: { name: string; stream: boolean }[];
+  }) => void;
   /** A worker process ended. */
   'worker.exit': (event: {
     workerId: number;

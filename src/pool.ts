@@ -476,6 +476,9 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
           workerId: event.workerId,
           pid: event.pid,
           initMs: event.initMs,
+          version: event.info.version,
+          executable: event.info.executable,
+          handlers: event.info.handlers,
         });
         break;
       case 'worker.restarting':

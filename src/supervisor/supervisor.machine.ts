@@ -32,6 +32,7 @@ import {
 } from '../machines/worker.machine.js';
 import type { NormalizedOptions } from '../options.js';
 import { PYTHON_DIR } from '../paths.js';
+import type { ReadyMessage } from '../protocol.js';
 import type { SpawnSpec, SpawnTransport } from '../transport/transport.js';
 import { backoffDelay } from './backoff.js';
 import { CheckoutQueue } from './checkout-queue.js';
@@ -112,7 +113,13 @@ export type SupervisorEmitted =
   | { type: 'pool.failed'; error: PyvisorError }
   | { type: 'pool.circuitOpen'; error: CircuitOpenError }
   | { type: 'worker.exited'; exit: WorkerExit }
-  | { type: 'worker.started'; workerId: number; pid: number | null; initMs: number }
+  | {
+      type: 'worker.started';
+      workerId: number;
+      pid: number | null;
+      initMs: number;
+      info: ReadyMessage;
+    }
   | {
       type: 'worker.restarting';
       workerId: number;
@@ -495,6 +502,7 @@ export const supervisorMachine = setup({
         workerId: slot.index,
         pid: slot.pid,
         initMs: now() - slot.startedAt,
+        info: event.info,
       });
       if (context.readyCount === context.options.size) enqueue.emit({ type: 'pool.ready' });
     }),
