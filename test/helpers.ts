@@ -1,7 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterEach } from 'vitest';
-import { createPool, type Pool, type PoolEvents, type PoolOptions } from '../src/index.js';
+import {
+  createPool,
+  type Pool,
+  type PoolEvents,
+  type PoolInternals,
+  type PoolOptions,
+} from '../src/index.js';
 
 /** Absolute path of a file in test/fixtures. */
 export function fixture(name: string): string {
@@ -11,7 +17,7 @@ export function fixture(name: string): string {
 const open = new Set<Pool>();
 
 /** A pool that is closed after the test, whatever happens. */
-export function testPool(options: Partial<PoolOptions> & { script?: string }): Pool {
+export function testPool(options: Partial<PoolOptions> & PoolInternals): Pool {
   const pool = createPool({ size: 1, script: fixture('handlers.py'), ...options } as PoolOptions);
   open.add(pool);
   return pool;

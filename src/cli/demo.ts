@@ -1,116 +1,258 @@
 /**
- * `npm run demo`: a pool on the bundled example handlers, a visible workload, a worker killed
- * half-way to show recovery, and a table of what happened.
+ * `pyvisor demo` (`npm run demo`): a pool on the bundled example handlers, a few calls that show
+ * results, errors and timeouts, a visible workload with a worker killed half-way, and a table of
+ * what happened.
  */
 import { fileURLToPath } from 'node:url';
-import { createPool, type PyvisorError } from '../index.js';
+import { createPool, type Pool, type PoolEvents, type PyvisorError } from '../index.js';
+import { EXIT, intFlag, POOL_FLAGS, parseCommand, stringFlag } from './args.js';
+import { renderError } from './explain.js';
+import { duration, ms, percentile, plural, type Style, styleFor, table } from './format.js';
+import { ProgressBar } from './progress.js';
 
-const color = process.stdout.isTTY && !process.env.NO_COLOR;
-const paint = (code: number) => (text: string) => (color ? `\x1b[${code}m${text}\x1b[0m` : text);
-const bold = paint(1);
-const dim = paint(2);
-const green = paint(32);
-const yellow = paint(33);
-const red = paint(31);
+const SCRIPT = fileURLToPath(new URL('../../examples/handlers.py', import.meta.url));
+const CALL_DELAY_S = 0.01;
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+/** Per-slot busy time of each call, from `worker.state` events (busy -> ready). */
+function trackServiceTimes(pool: Pool, size: number): number[][] {
+  const times: number[][] = Array.from({ length: size }, () => []);
+  const since = new Map<number, number>();
+  pool.on('worker.state', ({ workerId, from, to }) => {
+    if (to === 'busy') since.set(workerId, performance.now());
+    else if (from === 'busy') {
+      const start = since.get(workerId);
+      since.delete(workerId);
+      if (start !== undefined && to === 'ready') times[workerId]?.push(performance.now() - start);
+    }
+  });
+  return times;
 }
 
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ')).join('\n');
+function isGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH';
+  }
 }
 
-export async function demo(): Promise<void> {
-  const script = fileURLToPath(new URL('../../examples/handlers.py', import.meta.url));
-  const size = 4;
-  console.log(bold(`pyvisor demo: a pool of ${size} Python workers on examples/handlers.py`));
-  const started = performance.now();
-  const pool = createPool({ script, size, name: 'demo' });
-  pool.on('worker.restart', (e) =>
-    console.log(
-      yellow(`  ↻ worker ${e.workerId} ended (${e.reason}); restarting in ${e.delay} ms`),
-    ),
-  );
-  pool.on('worker.stdout', (e) => console.log(dim(`  [worker ${e.workerId}] ${e.line}`)));
-  await pool.ready();
-  console.log(
-    `${green('✓')} ${size} workers ready in ${(performance.now() - started).toFixed(0)} ms`,
-  );
+async function showCalls(pool: Pool, s: Style): Promise<void> {
+  const log = (line: string) => process.stdout.write(`  ${line}\n`);
+  let t = performance.now();
+  const sum = await pool.call<number>('add', [1, 2]);
+  log(`add(1, 2) ${s.dim('→')} ${sum}  ${s.dim(`${duration(performance.now() - t)}`)}`);
 
-  console.log(`add(1, 2) = ${await pool.call('add', [1, 2])}`);
+  t = performance.now();
   const items: unknown[] = [];
-  for await (const x of pool.stream('count', [5])) items.push(x);
-  console.log(`stream count(5) -> ${JSON.stringify(items)}`);
+  for await (const item of pool.stream('count', [5])) items.push(item);
+  log(
+    `count(5), a generator, streamed ${s.dim('→')} ${items.join(' ')}  ${s.dim(`${duration(performance.now() - t)}`)}`,
+  );
 
-  const total = 200;
-  const latencies: number[] = [];
-  const outcomes = new Map<string, number>();
+  try {
+    await pool.call('add', [1, 'a']);
+  } catch (error) {
+    const e = error as PyvisorError & { pythonTraceback?: string };
+    log(`add(1, "a") ${s.dim('→')} ${s.red(e.code)} ${e.message}`);
+    const where = e.pythonTraceback?.split('\n').find((line) => line.includes('File '));
+    if (where) log(s.dim(`  with its Python traceback (err.pythonTraceback): ${where.trim()}`));
+  }
+
+  const restartsBefore = totalRestarts(pool);
+  t = performance.now();
+  try {
+    await pool.call('slow_square', [7, 5], { timeout: 300 });
+  } catch (error) {
+    const kept = totalRestarts(pool) === restartsBefore;
+    log(
+      `slow_square(7, delay=5 s) with timeout 300 ms ${s.dim('→')} ${s.yellow((error as PyvisorError).code)} after ${duration(performance.now() - t)}`,
+    );
+    log(
+      s.dim(
+        kept
+          ? '  the sleep was interrupted inside Python; the same worker process serves the next call'
+          : '  the handler did not stop in time, so its worker was replaced',
+      ),
+    );
+  }
+}
+
+function totalRestarts(pool: Pool): number {
+  return pool.stats().workers.reduce((sum, w) => sum + w.restarts, 0);
+}
+
+interface WorkloadResult {
+  latencies: number[];
+  outcomes: Map<string, number>;
+  elapsed: number;
+}
+
+async function runWorkload(pool: Pool, total: number, concurrency: number, s: Style) {
+  const bar = new ProgressBar(process.stdout, s, total);
+  const onRestart: PoolEvents['worker.restart'] = (e) =>
+    bar.log(
+      s.yellow(
+        `  ↻ worker ${e.workerId} ${e.reason}${e.error?.code ? ` (${e.error.code})` : ''}; a new process starts in ${Math.round(e.delay)} ms`,
+      ),
+    );
+  const onReady: PoolEvents['worker.ready'] = (e) =>
+    bar.log(s.green(`  ✓ worker ${e.workerId} is back: pid ${e.pid}, ready in ${duration(e.initMs)}`));
+  pool.on('worker.restart', onRestart);
+  pool.on('worker.ready', onReady);
+  const result: WorkloadResult = { latencies: [], outcomes: new Map(), elapsed: 0 };
+  const started = performance.now();
+  let next = 0;
   let done = 0;
   let killed = false;
-  const progress = () => {
-    if (!process.stdout.isTTY) return;
-    const width = 30;
-    const filled = Math.round((done / total) * width);
-    process.stdout.write(
-      `\r  [${'#'.repeat(filled)}${' '.repeat(width - filled)}] ${done}/${total}`,
-    );
-  };
-  console.log(
-    `running ${total} calls of slow_square(x, 10 ms) at concurrency 8; a worker is killed half-way`,
-  );
-  let next = 0;
-  const runOne = async (): Promise<void> => {
+  const lane = async (): Promise<void> => {
     while (next < total) {
       const x = next++;
       if (!killed && x >= total / 2) {
         killed = true;
-        const victim = pool.stats().workers.find((w) => w.pid !== null);
+        const workers = pool.stats().workers;
+        const victim =
+          workers.find((w) => w.state === 'busy' && w.pid) ?? workers.find((w) => w.pid);
         if (victim?.pid) {
-          if (process.stdout.isTTY) process.stdout.write('\n');
-          console.log(red(`  ✗ SIGKILL worker ${victim.id} (pid ${victim.pid})`));
+          bar.log(
+            s.red(
+              `  ✗ SIGKILL worker ${victim.id} (pid ${victim.pid})${victim.state === 'busy' ? ' in the middle of a call' : ''}`,
+            ),
+          );
           process.kill(victim.pid, 'SIGKILL');
         }
       }
       const t0 = performance.now();
+      let outcome = 'ok';
       try {
-        await pool.call('slow_square', [x, 0.01]);
-        latencies.push(performance.now() - t0);
-        outcomes.set('ok', (outcomes.get('ok') ?? 0) + 1);
+        await pool.call('slow_square', [x, CALL_DELAY_S]);
+        result.latencies.push(performance.now() - t0);
       } catch (error) {
-        const code = (error as PyvisorError).code ?? 'other';
-        outcomes.set(code, (outcomes.get(code) ?? 0) + 1);
+        outcome = (error as PyvisorError).code ?? 'error';
       }
-      done++;
-      progress();
+      result.outcomes.set(outcome, (result.outcomes.get(outcome) ?? 0) + 1);
+      bar.update(++done);
     }
   };
-  await Promise.all(Array.from({ length: 8 }, runOne));
-  if (process.stdout.isTTY) process.stdout.write('\n');
+  await Promise.all(Array.from({ length: concurrency }, lane));
+  result.elapsed = performance.now() - started;
+  bar.finish();
+  // The killed slot may still be restarting: wait so the table shows the recovered pool.
   await pool.ready();
+  pool.off('worker.restart', onRestart);
+  pool.off('worker.ready', onReady);
+  result.latencies.sort((a, b) => a - b);
+  return result;
+}
 
-  latencies.sort((a, b) => a - b);
+function printResults(pool: Pool, service: number[][], result: WorkloadResult, s: Style): void {
   const stats = pool.stats();
-  console.log();
+  const rows = stats.workers.map((w) => {
+    const times = [...(service[w.id] ?? [])].sort((a, b) => a - b);
+    const state = w.state === 'ready' ? s.green(w.state) : s.yellow(w.state);
+    const restarts = w.restarts > 0 ? s.yellow(String(w.restarts)) : String(w.restarts);
+    return [
+      String(w.id),
+      String(w.pid ?? '-'),
+      state,
+      String(w.calls),
+      restarts,
+      ms(percentile(times, 50)),
+      ms(percentile(times, 90)),
+      ms(percentile(times, 99)),
+    ];
+  });
   console.log(
-    table([
-      ['worker', 'pid', 'state', 'calls', 'restarts'],
-      ...stats.workers.map((w) => [
-        String(w.id),
-        String(w.pid ?? '-'),
-        w.state,
-        String(w.calls),
-        String(w.restarts),
-      ]),
-    ]),
+    table(
+      [['worker', 'pid', 'state', 'calls', 'restarts', 'p50 ms', 'p90 ms', 'p99 ms'], ...rows],
+      { align: ['right', 'right', 'left', 'right', 'right', 'right', 'right', 'right'], style: s },
+    ),
   );
+  console.log(s.dim('  p50/p90/p99: time each worker spent on one call of the workload'));
   console.log();
+  const ok = result.outcomes.get('ok') ?? 0;
+  const failed = [...result.outcomes].filter(([code]) => code !== 'ok');
+  const failures = failed.map(([code, n]) => `${n} ${s.red(code)}`).join(', ');
+  const lat = result.latencies;
   console.log(
-    `outcomes: ${[...outcomes].map(([k, v]) => `${k}=${v}`).join(', ')} | latency ms p50=${percentile(latencies, 50).toFixed(1)} p90=${percentile(latencies, 90).toFixed(1)} p99=${percentile(latencies, 99).toFixed(1)}`,
+    `calls: ${s.green(`${ok} ok`)}${failures ? `, ${failures}` : ''}${failed.length ? s.dim(' (the call running on the killed worker)') : ''}`,
   );
-  console.log(`pool state: ${stats.state}, circuit: ${stats.circuit}, queued: ${stats.queued}`);
+  console.log(
+    `latency (end to end, queue wait included): p50 ${duration(percentile(lat, 50))} · p90 ${duration(percentile(lat, 90))} · p99 ${duration(percentile(lat, 99))} · max ${duration(lat.at(-1) ?? Number.NaN)}`,
+  );
+  const total = [...result.outcomes.values()].reduce((a, b) => a + b, 0);
+  console.log(
+    `throughput: ${Math.round((total / result.elapsed) * 1000)} calls/s · pool ${stats.state} · circuit ${stats.circuit} · queued ${stats.queued}`,
+  );
+}
+
+/** Runs `pyvisor demo`; resolves with the exit code. */
+export async function demo(argv: readonly string[] = []): Promise<number> {
+  const { flags } = parseCommand(argv, {
+    ...POOL_FLAGS,
+    size: { type: 'string' },
+    calls: { type: 'string' },
+  });
+  const size = intFlag(flags, 'size', { min: 1, max: 64 }) ?? 4;
+  const total = intFlag(flags, 'calls', { min: 1, max: 100_000 }) ?? 200;
+  const s = styleFor(process.stdout);
+  const concurrency = size * 2;
+
+  console.log(s.bold(`pyvisor demo · ${plural(size, 'Python worker')} on examples/handlers.py`));
+  console.log();
+  console.log(s.bold('starting the pool'));
+  const started = performance.now();
+  const python = stringFlag(flags, 'python');
+  const pool = createPool({ script: SCRIPT, size, name: 'demo', ...(python ? { python } : {}) });
+  const pids = new Set<number>();
+  const onReady: PoolEvents['worker.ready'] = (e) => {
+    const python = e.version ? s.dim(`  Python ${e.version}`) : '';
+    console.log(
+      `  ${s.green('✓')} worker ${e.workerId} ready  pid ${e.pid}  init ${duration(e.initMs)}${python}`,
+    );
+  };
+  pool.on('worker.ready', onReady);
+  pool.on('worker.stdout', (e) => console.log(s.dim(`  [worker ${e.workerId}] ${e.line}`)));
+  pool.on('worker.ready', (e) => {
+    if (e.pid) pids.add(e.pid);
+  });
+  const service = trackServiceTimes(pool, size);
+  try {
+    await pool.ready();
+    pool.off('worker.ready', onReady);
+    console.log(
+      `  ${s.green('✓')} ${plural(size, 'worker')} ready in ${duration(performance.now() - started)}`,
+    );
+    console.log();
+
+    console.log(s.bold('a few calls'));
+    await showCalls(pool, s);
+    console.log();
+
+    console.log(
+      s.bold(
+        `a workload: ${total} calls of slow_square(x, ${CALL_DELAY_S * 1000} ms), ${concurrency} at a time; one worker is killed half-way`,
+      ),
+    );
+    for (const times of service) times.length = 0;
+    const result = await runWorkload(pool, total, concurrency, s);
+    console.log();
+    printResults(pool, service, result, s);
+  } catch (error) {
+    console.error(renderError(error, styleFor(process.stderr)));
+    await pool.close({ timeout: 1000 });
+    return EXIT.failed;
+  }
+  const closing = performance.now();
   await pool.close();
-  console.log(`${green('✓')} closed; every worker process has exited`);
+  const left = [...pids].filter((pid) => !isGone(pid));
+  console.log();
+  if (left.length === 0) {
+    console.log(
+      `${s.green('✓')} pool closed in ${duration(performance.now() - closing)}; all ${plural(pids.size, 'worker process', 'worker processes')} have exited`,
+    );
+    return EXIT.ok;
+  }
+  console.error(`${s.red('✗')} worker processes still running after close(): ${left.join(', ')}`);
+  return EXIT.failed;
 }

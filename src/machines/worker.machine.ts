@@ -199,6 +199,20 @@ function isCurrentCall(context: WorkerContext, id: number): boolean {
   return context.call !== null && context.call.id === id;
 }
 
+const ENDINGS = ['initFailed', 'initTimedOut', 'unresponsive', 'protocolError', 'stopped'] as const;
+
+/** From `killing` to the final state named by the recorded ending (`killed` otherwise). */
+function toFinalState(actions: 'record exit'[]) {
+  return [
+    ...ENDINGS.map((reason) => ({
+      guard: { type: 'ending is' as const, params: { reason } },
+      target: `#worker.${reason}`,
+      actions,
+    })),
+    { target: '#worker.killed', actions },
+  ];
+}
+
 /**
  * One Python worker process, from spawn to exit. Every event that can reach a state has an
  * explicit transition there (ignoring is spelled out, with the reason), and every path ends in a
@@ -676,36 +690,11 @@ export const workerMachine = setup({
           // The reason is in context.ending; wait for the process to be gone so the output has its
           // exit code and the slot never holds two processes.
           entry: 'send SIGKILL',
-          after: { killWait: '#worker.killed' },
+          // A process that survives SIGKILL this long (uninterruptible sleep) is given up on; the
+          // final state still follows the recorded reason.
+          after: { killWait: toFinalState([]) },
           on: {
-            'process.exited': [
-              {
-                guard: { type: 'ending is', params: { reason: 'initFailed' } },
-                target: '#worker.initFailed',
-                actions: 'record exit',
-              },
-              {
-                guard: { type: 'ending is', params: { reason: 'initTimedOut' } },
-                target: '#worker.initTimedOut',
-                actions: 'record exit',
-              },
-              {
-                guard: { type: 'ending is', params: { reason: 'unresponsive' } },
-                target: '#worker.unresponsive',
-                actions: 'record exit',
-              },
-              {
-                guard: { type: 'ending is', params: { reason: 'protocolError' } },
-                target: '#worker.protocolError',
-                actions: 'record exit',
-              },
-              {
-                guard: { type: 'ending is', params: { reason: 'stopped' } },
-                target: '#worker.stopped',
-                actions: 'record exit',
-              },
-              { target: '#worker.killed', actions: 'record exit' },
-            ],
+            'process.exited': toFinalState(['record exit']),
             // Already ending: none of these can change the outcome.
             'worker.stop': {},
             'worker.kill': {},

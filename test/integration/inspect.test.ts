@@ -13,7 +13,9 @@ describe('inspect option', () => {
     expect(await pool.call('echo', ['SECRET-PAYLOAD'])).toBe('SECRET-PAYLOAD');
     await pool.close();
     const actors = new Set(
-      events.filter((e) => e.type === '@xstate.actor').map((e) => e.actorRef.id),
+      events
+        .filter((e) => e.type === '@xstate.actor')
+        .map((e) => (e.actorRef as unknown as { id: string }).id),
     );
     expect(actors).toContain('circuit');
     expect([...actors].filter((id) => id.startsWith('worker-')).length).toBeGreaterThanOrEqual(2);
