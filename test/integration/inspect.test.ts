@@ -23,7 +23,7 @@ describe('inspect option', () => {
     expect(snapshots.length).toBeGreaterThan(10);
     const seen = JSON.stringify(
       events.map((e) => ({
-        event: e.type === '@xstate.actor' ? null : e.event,
+        event: 'event' in e ? e.event : null,
         context:
           e.type === '@xstate.snapshot' ? (e.snapshot as { context?: unknown }).context : null,
       })),
