@@ -94,12 +94,7 @@ function workerState(ref: WorkerActor | null, slotRestarting: boolean): WorkerSt
   if (typeof value === 'string') return 'stopped';
   const alive = value.alive as string | Record<string, string>;
   if (typeof alive === 'string') {
-    if (
-      alive === 'busy' ||
-      alive === 'cancelling' ||
-      alive === 'finishing' ||
-      alive === 'recovered'
-    ) {
+    if (alive === 'busy' || alive === 'cancelling') {
       return 'busy';
     }
     return 'stopping';
@@ -517,6 +512,8 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
   #watchWorker(workerId: number, ref: WorkerActor): void {
     let last: WorkerState | null = null;
     const update = () => {
+      // Per-call path: nothing to compute unless someone listens.
+      if (this.listenerCount('worker.state') === 0) return;
       const state = workerState(ref, false);
       if (state === last) return;
       const from = last ?? this.#workerStates[workerId]!;

@@ -13,19 +13,31 @@ import { ProgressBar } from './progress.js';
 const SCRIPT = fileURLToPath(new URL('../../examples/handlers.py', import.meta.url));
 const CALL_DELAY_S = 0.01;
 
-/** Per-slot busy time of each call, from `worker.state` events (busy -> ready). */
-function trackServiceTimes(pool: Pool, size: number): number[][] {
+/**
+ * Per-slot busy time of each call (busy -> ready in `worker.state` events), counting only calls
+ * that started after the last `reset()`.
+ */
+function trackServiceTimes(pool: Pool, size: number) {
   const times: number[][] = Array.from({ length: size }, () => []);
   const since = new Map<number, number>();
+  let cutoff = 0;
   pool.on('worker.state', ({ workerId, from, to }) => {
     if (to === 'busy') since.set(workerId, performance.now());
     else if (from === 'busy') {
       const start = since.get(workerId);
       since.delete(workerId);
-      if (start !== undefined && to === 'ready') times[workerId]?.push(performance.now() - start);
+      if (start !== undefined && start >= cutoff && to === 'ready') {
+        times[workerId]?.push(performance.now() - start);
+      }
     }
   });
-  return times;
+  return {
+    times,
+    reset() {
+      cutoff = performance.now();
+      for (const list of times) list.length = 0;
+    },
+  };
 }
 
 function isGone(pid: number): boolean {
@@ -97,7 +109,9 @@ async function runWorkload(pool: Pool, total: number, concurrency: number, s: St
       ),
     );
   const onReady: PoolEvents['worker.ready'] = (e) =>
-    bar.log(s.green(`  ✓ worker ${e.workerId} is back: pid ${e.pid}, ready in ${duration(e.initMs)}`));
+    bar.log(
+      s.green(`  ✓ worker ${e.workerId} is back: pid ${e.pid}, ready in ${duration(e.initMs)}`),
+    );
   pool.on('worker.restart', onRestart);
   pool.on('worker.ready', onReady);
   const result: WorkloadResult = { latencies: [], outcomes: new Map(), elapsed: 0 };
@@ -234,10 +248,10 @@ export async function demo(argv: readonly string[] = []): Promise<number> {
         `a workload: ${total} calls of slow_square(x, ${CALL_DELAY_S * 1000} ms), ${concurrency} at a time; one worker is killed half-way`,
       ),
     );
-    for (const times of service) times.length = 0;
+    service.reset();
     const result = await runWorkload(pool, total, concurrency, s);
     console.log();
-    printResults(pool, service, result, s);
+    printResults(pool, service.times, result, s);
   } catch (error) {
     console.error(renderError(error, styleFor(process.stderr)));
     await pool.close({ timeout: 1000 });

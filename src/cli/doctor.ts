@@ -49,6 +49,10 @@ class Report {
     this.warnings++;
     console.log(`  ${this.s.yellow('!')} ${text}`);
   }
+  /** An item that was not checked (not a problem in itself). */
+  skip(text: string): void {
+    console.log(`  ${this.s.dim(`- ${text}`)}`);
+  }
   /** Detail lines under the previous item. */
   detail(text: string): void {
     console.log(indent(text, '    '));
@@ -120,6 +124,7 @@ async function checkScript(
   script: string,
   python: string,
   initTimeout: number,
+  interpreter: InterpreterFacts,
 ): Promise<void> {
   const { s } = report;
   let pool: Pool;
@@ -136,7 +141,8 @@ async function checkScript(
     });
   } catch (error) {
     const x = explain(error);
-    report.fail(x.summary === x.message ? x.message : `${x.summary}: ${resolve(script)}`);
+    const missing = (error as { option?: string }).option === 'script';
+    report.fail(missing ? 'the script does not exist or is not a file' : x.summary);
     if (x.advice) report.detail(x.advice);
     return;
   }
@@ -159,8 +165,8 @@ async function checkScript(
         `start-up takes more than half of initTimeout (${duration(initTimeout)}); raise it with --init-timeout or make the import faster`,
       );
     }
-    if (ready?.version && ready.executable) {
-      report.ok(`the worker runs Python ${ready.version} at ${ready.executable}`);
+    if (ready?.executable && ready.executable !== interpreter.executable) {
+      report.ok(`the worker runs Python ${ready.version ?? '?'} at ${ready.executable}`);
     }
     const handlers = ready?.handlers;
     if (!handlers) {
@@ -182,7 +188,7 @@ async function checkScript(
       report.detail(s.dim(output.slice(-20).join('\n')));
     }
   } catch (error) {
-    const x = explain(error);
+    const x = explain(error, { initTimeout });
     report.fail(x.summary);
     if (x.advice) report.detail(x.advice);
     if (x.evidence.length > 0) console.log(renderEvidence(x.evidence, s, '    '));
@@ -239,11 +245,11 @@ export async function doctor(argv: readonly string[]): Promise<number> {
 
   if (script) {
     report.section(`script ${resolve(script)}`);
-    if (typeof facts === 'string') report.fail('not checked: no interpreter to run it');
-    else await checkScript(report, script, python, initTimeout);
+    if (typeof facts === 'string') report.skip('not checked: no interpreter to run it');
+    else await checkScript(report, script, python, initTimeout, facts);
   } else {
     report.section('script');
-    console.log(`  ${s.dim('- not checked: pass --script handlers.py to import it in a worker')}`);
+    report.skip('not checked: pass --script handlers.py to import it in a worker');
   }
 
   console.log();

@@ -62,7 +62,13 @@ function addProcessEvidence(e: ErrorFields, evidence: Evidence[]): void {
   if (e.stderr) evidence.push({ title: STDERR_TITLE, text: e.stderr });
 }
 
-function explainInit(e: ErrorFields, base: Explanation): Explanation {
+/** What the caller knows that the error does not carry. */
+export interface ExplainContext {
+  /** The pool's `initTimeout`, for start-up timeouts. */
+  initTimeout?: number;
+}
+
+function explainInit(e: ErrorFields, base: Explanation, context: ExplainContext): Explanation {
   const evidence: Evidence[] = [];
   addProcessEvidence(e, evidence);
   const what = e.pythonTraceback
@@ -82,14 +88,13 @@ function explainInit(e: ErrorFields, base: Explanation): Explanation {
         summary: `the worker process ${exitWords(e)} while importing the script, before it was ready`,
         advice:
           'Something ends the process at import time: sys.exit() or os._exit() at module level, ' +
-          'or a crash in a C extension. Look at its stderr below.',
+          `or a crash in a C extension. ${e.stderr ? 'Its stderr is below.' : 'It wrote nothing to stderr.'}`,
         evidence,
       };
     case 'timeout':
       return {
         ...base,
-        summary:
-          'importing the script and running its @on_init functions took longer than initTimeout',
+        summary: `importing the script and running its @on_init functions took longer than initTimeout${context.initTimeout ? ` (${context.initTimeout} ms)` : ''}`,
         advice: 'Make the import faster, or allow more time (--init-timeout <ms>).',
         evidence,
       };
@@ -104,7 +109,7 @@ function explainInit(e: ErrorFields, base: Explanation): Explanation {
 }
 
 /** Explains any error thrown by pyvisor (or anything else) in plain words. */
-export function explain(error: unknown): Explanation {
+export function explain(error: unknown, context: ExplainContext = {}): Explanation {
   const e = fields(error);
   const code = typeof e.code === 'string' ? e.code : error instanceof Error ? error.name : 'Error';
   const message = firstLine(error instanceof Error ? error.message : String(error));
@@ -112,10 +117,10 @@ export function explain(error: unknown): Explanation {
   const cause = fields(e.cause);
   switch (code) {
     case 'ERR_CIRCUIT_OPEN':
-      if (cause.code === 'ERR_WORKER_INIT') return { ...explainInit(cause, base) };
+      if (cause.code === 'ERR_WORKER_INIT') return explainInit(cause, base, context);
       return base;
     case 'ERR_WORKER_INIT':
-      return explainInit(e, base);
+      return explainInit(e, base, context);
     case 'ERR_POOL_FAILED':
       if (cause.code === 'ERR_PYTHON_NOT_FOUND') {
         const why = cause.cause instanceof Error ? firstLine(cause.cause.message) : '';
@@ -138,11 +143,7 @@ export function explain(error: unknown): Explanation {
       };
     case 'ERR_INVALID_OPTION':
       if (e.option === 'script') {
-        return {
-          ...base,
-          summary: 'the script does not exist or is not a file',
-          advice: 'Check the path (it is resolved against the current directory).',
-        };
+        return { ...base, advice: 'Check the path: it is relative to the current directory.' };
       }
       return base;
     case 'ERR_PYTHON':

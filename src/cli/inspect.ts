@@ -135,13 +135,20 @@ export async function inspect(argv: readonly string[]): Promise<number> {
   const timers: NodeJS.Timeout[] = [];
   if (duration !== undefined) {
     timers.push(setTimeout(requestStop, duration));
-    // Half-way, a crash and a restart to watch.
+    // Half-way (or once the pool is ready, if it is slower), a crash and a restart to watch.
     timers.push(
       setTimeout(() => {
-        const victim = pool.stats().workers.find((w) => w.pid !== null);
-        if (!victim?.pid || stopping) return;
-        log(`  ${s.red('✗')} SIGKILL worker ${victim.id} (pid ${victim.pid}) to show a restart`);
-        process.kill(victim.pid, 'SIGKILL');
+        pool.ready().then(
+          () => {
+            const victim = pool.stats().workers.find((w) => w.pid !== null);
+            if (!victim?.pid || stopping) return;
+            log(
+              `  ${s.red('✗')} SIGKILL worker ${victim.id} (pid ${victim.pid}) to show a restart`,
+            );
+            process.kill(victim.pid, 'SIGKILL');
+          },
+          () => {},
+        );
       }, duration / 2),
     );
   }

@@ -15,6 +15,7 @@ export class ProgressBar {
   #done = 0;
   #drawn = false;
   #milestone = 0;
+  #lastDraw = 0;
 
   constructor(stream: OutputStream, style: Style, total: number) {
     this.#stream = stream;
@@ -27,7 +28,9 @@ export class ProgressBar {
   update(done: number): void {
     this.#done = Math.min(done, this.#total);
     if (this.#live) {
-      this.#draw();
+      // Redrawing on every step would flood a fast terminal: at most every 40 ms, and the end.
+      const now = performance.now();
+      if (now - this.#lastDraw >= 40 || this.#done === this.#total) this.#draw();
       return;
     }
     const quarter = Math.floor((this.#done / this.#total) * 4);
@@ -56,6 +59,7 @@ export class ProgressBar {
     const percent = String(Math.round((this.#done / this.#total) * 100)).padStart(3);
     this.#stream.write(`\r\x1b[2K  ${bar} ${percent}%  ${this.#done}/${this.#total} calls`);
     this.#drawn = true;
+    this.#lastDraw = performance.now();
   }
 
   #clear(): void {

@@ -20,6 +20,7 @@ export interface InspectModules {
     url: string;
     sanitizeContext?: (context: Record<string, unknown>) => Record<string, unknown>;
     sanitizeEvent?: (event: { type: string }) => { type: string };
+    serialize?: <E extends { type: string }>(event: E) => E;
   }) => {
     inspect: Observer<InspectionEvent>;
     stop(): void;
@@ -60,7 +61,8 @@ export async function loadInspectModules(
 /** Rejects when something listens on `port` already (the relay would crash on EADDRINUSE). */
 export function checkPortFree(port: number): Promise<void> {
   return new Promise((resolvePromise, reject) => {
-    const probe = createServer();
+    // A client that connects during the check (a browser, a test) must not hang on it.
+    const probe = createServer((socket) => socket.destroy());
     probe.unref();
     probe.once('error', (error: NodeJS.ErrnoException) =>
       reject(
@@ -113,6 +115,29 @@ export function sanitizeContextOnce(context: Record<string, unknown>): Record<st
     }
   }
   return sanitizeContext(context) as Record<string, unknown>;
+}
+
+const SNAPSHOT_KEYS = ['status', 'value', 'context', 'children'] as const;
+
+/**
+ * Keeps only what the inspector needs of an event's snapshot: status, state value, (sanitised)
+ * context, children ids, tags, and the sanitised output or error code. Invoked promise and
+ * callback actors carry their `input` in their snapshot — for pyvisor that is the interpreter
+ * resolution and the spawn spec, with the whole environment — and it must never leave.
+ */
+export function scrubInspectionEvent<E extends { type: string }>(event: E): E {
+  const snapshot = (event as { snapshot?: unknown }).snapshot;
+  if (!snapshot || typeof snapshot !== 'object') return event;
+  const raw = snapshot as Record<string, unknown>;
+  const safe: Record<string, unknown> = {};
+  for (const key of SNAPSHOT_KEYS) if (raw[key] !== undefined) safe[key] = raw[key];
+  if (raw.tags instanceof Set) safe.tags = [...raw.tags];
+  else if (Array.isArray(raw.tags)) safe.tags = raw.tags;
+  if (raw.output !== undefined && raw.output !== null) {
+    safe.output = (sanitizeEvent({ output: raw.output }) as { output?: unknown }).output ?? null;
+  }
+  if (raw.error) safe.error = { code: (raw.error as { code?: unknown }).code ?? null };
+  return { ...event, snapshot: safe };
 }
 
 /** The minimal WebSocket surface used here (`ws`'s WebSocket in Node). */
@@ -176,6 +201,7 @@ export async function startRelay(
     url: `ws://localhost:${port}`,
     sanitizeContext: sanitizeContextOnce,
     sanitizeEvent: sanitizeEvent as (event: { type: string }) => { type: string },
+    serialize: scrubInspectionEvent,
   });
   const adapter = inspector.adapter as AdapterInternals;
   let stopped = false;

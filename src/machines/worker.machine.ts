@@ -1,4 +1,4 @@
-import { type ActorRefFrom, assign, emit, fromCallback, setup } from 'xstate';
+import { type ActorRefFrom, and, assign, emit, fromCallback, setup } from 'xstate';
 import {
   ProtocolError,
   type PyvisorError,
@@ -197,6 +197,23 @@ function facts(context: WorkerContext, exit: ProcessExit | null) {
 
 function isCurrentCall(context: WorkerContext, id: number): boolean {
   return context.call !== null && context.call.id === id;
+}
+
+/**
+ * The terminal reply of the running call (`ok`, `err`, `end`): settle it (or, after a cancel,
+ * drop it) and go back to ready, or retire when due. A terminal reply for any other id is a
+ * protocol error. Straight transitions, no transient state: this is the per-call hot path.
+ */
+function afterReply(settle: 'resolve call' | 'forget call') {
+  return [
+    {
+      guard: and(['reply is for the running call', 'should retire']),
+      target: '#worker.alive.stopping',
+      actions: [settle, 'note retirement'],
+    },
+    { guard: 'reply is for the running call', target: '#worker.alive.ready', actions: settle },
+    { target: '#worker.alive.killing', actions: 'end as protocol error' },
+  ] as const;
 }
 
 const ENDINGS = ['initFailed', 'initTimedOut', 'unresponsive', 'protocolError', 'stopped'] as const;
@@ -549,18 +566,9 @@ export const workerMachine = setup({
         },
         busy: {
           on: {
-            'python.ok': [
-              { guard: { type: 'reply is for the running call' }, target: 'finishing' },
-              { target: 'killing', actions: 'end as protocol error' },
-            ],
-            'python.err': [
-              { guard: 'reply is for the running call', target: 'finishing' },
-              { target: 'killing', actions: 'end as protocol error' },
-            ],
-            'python.end': [
-              { guard: 'reply is for the running call', target: 'finishing' },
-              { target: 'killing', actions: 'end as protocol error' },
-            ],
+            'python.ok': afterReply('resolve call'),
+            'python.err': afterReply('resolve call'),
+            'python.end': afterReply('resolve call'),
             'python.item': [
               { guard: 'reply is for the running call', actions: 'deliver item' },
               { target: 'killing', actions: 'end as protocol error' },
@@ -590,14 +598,6 @@ export const workerMachine = setup({
             'python.initError': { target: 'killing', actions: 'end as protocol error' },
           },
         },
-        // A transient state: settle the call, then go back to ready or retire.
-        finishing: {
-          entry: 'resolve call',
-          always: [
-            { guard: 'should retire', target: 'stopping', actions: 'note retirement' },
-            { target: 'ready' },
-          ],
-        },
         cancelling: {
           // The caller was already told; wait for Python to acknowledge the interrupt.
           entry: 'send cancel',
@@ -605,18 +605,9 @@ export const workerMachine = setup({
           on: {
             // A reply after the cancel (the handler finished anyway, or acknowledged the
             // interrupt): discarded, the caller has its answer.
-            'python.ok': [
-              { guard: 'reply is for the running call', target: 'recovered' },
-              { target: 'killing', actions: 'end as protocol error' },
-            ],
-            'python.err': [
-              { guard: 'reply is for the running call', target: 'recovered' },
-              { target: 'killing', actions: 'end as protocol error' },
-            ],
-            'python.end': [
-              { guard: 'reply is for the running call', target: 'recovered' },
-              { target: 'killing', actions: 'end as protocol error' },
-            ],
+            'python.ok': afterReply('forget call'),
+            'python.err': afterReply('forget call'),
+            'python.end': afterReply('forget call'),
             'python.item': [
               // Items already in flight when the cancel was sent.
               { guard: 'reply is for the running call' },
@@ -636,13 +627,6 @@ export const workerMachine = setup({
             'python.ready': { target: 'killing', actions: 'end as protocol error' },
             'python.initError': { target: 'killing', actions: 'end as protocol error' },
           },
-        },
-        recovered: {
-          entry: 'forget call',
-          always: [
-            { guard: 'should retire', target: 'stopping', actions: 'note retirement' },
-            { target: 'ready' },
-          ],
         },
         stopping: {
           // Graceful: ask, then SIGTERM, then SIGKILL.

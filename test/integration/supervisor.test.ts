@@ -184,7 +184,7 @@ describe('recycling and sessions', () => {
   });
 
   it('forgets sessions after sessionTtl', async () => {
-    const pool = testPool({ size: 2, sessionTtl: 100 });
+    const pool = testPool({ size: 2, sessionTtl: 1500 });
     await pool.ready();
     await pool.call('pid', [], { session: 'x' });
     expect(pool.stats().sessions).toBe(1);
