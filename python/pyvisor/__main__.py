@@ -21,33 +21,34 @@ def _cache_own_bytecode():
     always cached in pyvisor/__pycache__ (silently skipped if that directory is read-only);
     the user's handler files keep the interpreter's setting.
     """
-    if not sys.dont_write_bytecode:
-        import pyvisor._runtime  # noqa: F401
-        return
+    saved = sys.dont_write_bytecode
     sys.dont_write_bytecode = False
     try:
-        import pyvisor._runtime  # noqa: F401
+        import pyvisor._runtime  # binds `pyvisor` too
 
-        # __init__ and this file were compiled before we got control: cache them for next time.
-        import os
-        try:
-            from _frozen_importlib_external import SourceFileLoader, cache_from_source
-        except ImportError:  # pragma: no cover
-            from importlib.machinery import SourceFileLoader
-            from importlib.util import cache_from_source
+        if saved:
+            # __init__ and this file were compiled before we got control (without writing a
+            # cache, under PYTHONDONTWRITEBYTECODE): cache them for the next start-up.
+            import os
 
-        import pyvisor
-
-        for name, path in (("pyvisor", pyvisor.__file__), ("__main__", __file__)):
             try:
-                path = os.path.abspath(path)
-                cached = cache_from_source(path)
-                if not os.path.exists(cached) or os.path.getmtime(cached) < os.path.getmtime(path):
-                    SourceFileLoader(name, path).get_code(name)  # compiles and writes the .pyc
-            except Exception:
-                pass
+                from _frozen_importlib_external import SourceFileLoader, cache_from_source
+            except ImportError:  # pragma: no cover
+                from importlib.machinery import SourceFileLoader
+                from importlib.util import cache_from_source
+
+            for name, path in (("pyvisor", pyvisor.__file__), ("__main__", __file__)):
+                try:
+                    path = os.path.abspath(path)
+                    cached = cache_from_source(path)
+                    if not os.path.exists(cached) or os.path.getmtime(cached) < os.path.getmtime(
+                        path
+                    ):
+                        SourceFileLoader(name, path).get_code(name)  # compiles, writes the .pyc
+                except Exception:
+                    pass
     finally:
-        sys.dont_write_bytecode = True
+        sys.dont_write_bytecode = saved
 
 
 def _entry():

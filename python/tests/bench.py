@@ -78,15 +78,27 @@ def _spawn_code(w, python, code):
     w.stdout, w.stderr, w._drains = [], [], []
 
 
-def startup(python, mode, runs):
-    times = []
+def startup(python, modes, runs):
+    """spawn -> first frame (ready, or the bare frame): wall time, and the child's CPU time
+    (user+sys from wait4 after it exits on EOF; steadier than wall time on a busy machine).
+    Modes are interleaved run by run so that machine noise hits them alike."""
+    times = {m: [] for m in modes}
+    cpus = {m: [] for m in modes}
     for _ in range(runs):
-        t0 = time.perf_counter()
-        w = spawn(python, mode)
-        w.recv(30)
-        times.append((time.perf_counter() - t0) * 1000)
-        w.close()
-    return statistics.median(times), min(times)
+        for mode in modes:
+            t0 = time.perf_counter()
+            w = spawn(python, mode)
+            w.recv(30)
+            times[mode].append((time.perf_counter() - t0) * 1000)
+            w.close_requests()
+            _, _, ru = os.wait4(w.proc.pid, 0)
+            w.proc.returncode = 0
+            cpus[mode].append((ru.ru_utime + ru.ru_stime) * 1000)
+            w.close()
+    return {
+        m: (statistics.median(times[m]), min(times[m]), statistics.median(cpus[m]))
+        for m in modes
+    }
 
 
 def per_call(python, mode, n, reader=None):
@@ -109,7 +121,16 @@ def per_call(python, mode, n, reader=None):
 
 
 def cpu_seconds(pid):
-    """user+system CPU time of a process (all threads), from /proc (Linux); 0 elsewhere."""
+    """CPU time of a process, all threads, from /proc/<pid>/task/*/schedstat (ns resolution,
+    Linux); falls back to /proc/<pid>/stat (clock ticks); 0 elsewhere."""
+    total = 0
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         with open("/proc/%d/stat" % pid) as f:
             fields = f.read().rsplit(") ", 1)[1].split()
@@ -123,12 +144,19 @@ def main():
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--calls", type=int, default=20000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="per-call rounds (0: skip)")
     a = ap.parse_args()
     print("python: %s" % a.python)
-    for mode in ("bare", "-m", "script"):
-        med, best = startup(a.python, mode, a.runs)
-        print("start-up %-7s median %6.1f ms   min %6.1f ms" % (mode, med, best))
+    res = startup(a.python, ("bare", "-m", "script"), a.runs)
+    for mode, (med, best, cpu) in res.items():
+        print(
+            "start-up %-7s median %6.1f ms (%+5.1f vs bare)   min %6.1f ms (%+5.1f)   "
+            "child CPU %5.1f ms (%+5.1f)"
+            % (mode, med, med - res["bare"][0], best, best - res["bare"][1], cpu,
+               cpu - res["bare"][2])
+        )
+    if a.rounds <= 0:
+        return
     results = {"bare_echo": [], "epoll": [], "thread": []}
     for _ in range(a.rounds):  # interleaved, to spread machine noise evenly
         results["bare_echo"].append(per_call(a.python, "bare_echo", a.calls))

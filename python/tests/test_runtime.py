@@ -7,7 +7,6 @@ Every test runs in both reader modes: epoll (the default on Linux) and the porta
 thread (PYVISOR_READER=thread), see the module docstring of pyvisor/_runtime.py.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _worker import FIXTURES, HERE, PYTHON, Timeout, Worker, fixture, frame  # noqa: E402
+from _worker import HERE, PYTHON, Worker, fixture, frame  # noqa: E402
 
 EXTRA = os.path.join(HERE, "fixtures", "extra.py")
 IS_LINUX = sys.platform.startswith("linux")

@@ -107,3 +107,19 @@ describe('cancel and timeout', () => {
     await blocker;
   });
 });
+
+describe('a cancel that arrives together with its call', () => {
+  it('is honoured even when both frames come in one read (worker was stopped)', async () => {
+    const pool = testPool({ cancelGrace: 10_000 });
+    const pid = (await pool.call('pid')) as number;
+    // Stopped, the worker cannot read: the call frame and the cancel frame pile up in the pipe.
+    process.kill(pid, 'SIGSTOP');
+    const timedOut = pool.call('sleep', [8], { timeout: 100 }).catch((e: unknown) => e);
+    expect(await timedOut).toBeInstanceOf(CallTimeoutError);
+    process.kill(pid, 'SIGCONT');
+    const t0 = performance.now();
+    expect(await pool.call('pid')).toBe(pid);
+    // Without the cancel the handler would sleep 8 s before the worker is free again.
+    expect(performance.now() - t0).toBeLessThan(4000);
+  });
+});
