@@ -48,6 +48,6 @@ describe('no orphans', () => {
     const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
     expect(comm).toMatch(/^python/);
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    expect(cmdline).toContain('pyvisor');
+    expect(cmdline.some((arg) => arg.endsWith('pyvisor/__main__.py'))).toBe(true);
   });
 });
