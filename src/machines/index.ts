@@ -26,6 +26,7 @@ export {
 } from './circuit.machine.js';
 export {
   type StopReason,
+  WORKER_EVENT_TYPES,
   type WorkerActor,
   type WorkerCall,
   type WorkerContext,

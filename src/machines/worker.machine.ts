@@ -110,6 +110,29 @@ export type WorkerEvent =
   | { type: 'worker.stop'; reason: StopReason }
   | { type: 'worker.kill'; error: PyvisorError };
 
+/**
+ * Every event type a worker receives, for tools and model-based tests that need the list at run
+ * time (the `Record` makes the compiler check that it is complete).
+ */
+export const WORKER_EVENT_TYPES = Object.keys({
+  'process.spawned': true,
+  'process.exited': true,
+  'process.protocolError': true,
+  'python.ready': true,
+  'python.initError': true,
+  'python.ok': true,
+  'python.item': true,
+  'python.end': true,
+  'python.err': true,
+  'python.pong': true,
+  'call.start': true,
+  'call.cancel': true,
+  'stream.credit': true,
+  'health.check': true,
+  'worker.stop': true,
+  'worker.kill': true,
+} satisfies Record<WorkerEvent['type'], true>) as WorkerEvent['type'][];
+
 /** Events a worker emits to whoever listens (the supervisor). */
 export type WorkerEmitted =
   | { type: 'worker.ready'; workerId: number; generation: number; info: ReadyMessage }

@@ -15,7 +15,10 @@ import { waitFor } from 'xstate';
 import type { PendingCall } from '../../src/call.js';
 import { PyvisorError, WorkerInitError } from '../../src/errors.js';
 import { resolveInterpreter } from '../../src/interpreter.js';
-import type { WorkerEvent, WorkerExit } from '../../src/machines/worker.machine.js';
+import {
+  WORKER_EVENT_TYPES,
+  type WorkerExit,
+} from '../../src/machines/worker.machine.js';
 import { isAlive, PENDING, probe, RealWorker, STEP_TIMEOUT, until } from './real-worker.js';
 import { KILL_WAIT, planSuite, type Run, SPAWN_EXIT, SPAWN_TIMEOUT } from './stimuli.js';
 import {
@@ -81,26 +84,6 @@ function statesCovered(paths: WorkerPath[]): Set<string> {
   return ids;
 }
 
-// Every event type of WorkerEvent; the Record makes the compiler check the list is complete.
-const EVENT_TYPES: Record<WorkerEvent['type'], true> = {
-  'process.spawned': true,
-  'process.exited': true,
-  'process.protocolError': true,
-  'python.ready': true,
-  'python.initError': true,
-  'python.ok': true,
-  'python.item': true,
-  'python.end': true,
-  'python.err': true,
-  'python.pong': true,
-  'call.start': true,
-  'call.cancel': true,
-  'stream.credit': true,
-  'health.check': true,
-  'worker.stop': true,
-  'worker.kill': true,
-};
-
 /** The transitions that cannot be driven by a real process, and why (see stimuli.ts). */
 const DOCUMENTED_EXCLUSIONS = [
   { transition: 'alive.starting.spawning --process.exited--> initFailed', reason: SPAWN_EXIT },
@@ -124,7 +107,7 @@ describe('paths generated from workerMachine (xstate/graph)', () => {
     for (const path of generated) {
       for (const t of transitionsOf(path)) offered.add(t.label);
     }
-    for (const type of Object.keys(EVENT_TYPES)) {
+    for (const type of WORKER_EVENT_TYPES) {
       expect([...offered].some((l) => l === type || l.startsWith(`${type}(`))).toBe(true);
     }
     expect(DELAYED_EVENTS).toHaveLength(6);

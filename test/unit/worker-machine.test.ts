@@ -1,26 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { AnyStateNode } from 'xstate';
-import { circuitMachine, type WorkerEvent, workerMachine } from '../../src/machines/index.js';
+import { circuitMachine, WORKER_EVENT_TYPES, workerMachine } from '../../src/machines/index.js';
 
-// Every event type a worker can receive; `satisfies` makes the compiler fail when the union grows.
-const EVENT_TYPES = Object.keys({
-  'process.spawned': true,
-  'process.exited': true,
-  'process.protocolError': true,
-  'python.ready': true,
-  'python.initError': true,
-  'python.ok': true,
-  'python.item': true,
-  'python.end': true,
-  'python.err': true,
-  'python.pong': true,
-  'call.start': true,
-  'call.cancel': true,
-  'stream.credit': true,
-  'health.check': true,
-  'worker.stop': true,
-  'worker.kill': true,
-} satisfies Record<WorkerEvent['type'], true>);
+const EVENT_TYPES = WORKER_EVENT_TYPES;
 
 // Events that cannot reach a state, with the reason. Anything else must have a transition.
 const UNREACHABLE: Record<string, Record<string, string>> = {
