@@ -51,7 +51,9 @@ export function parseCommand(
       strict: true,
     });
   } catch (error) {
-    throw new UsageError((error as Error).message.split('\n')[0]!.replace(/^TypeError.*?: /, ''));
+    // "Unknown option '--x'. To specify a positional argument starting with a '-', ..."
+    const first = (error as Error).message.split('\n')[0]!.split('. To specify')[0]!;
+    throw new UsageError(first.charAt(0).toLowerCase() + first.slice(1));
   }
   if (parsed.positionals.length > maxPositionals) {
     const extra = parsed.positionals.slice(maxPositionals).join(' ');

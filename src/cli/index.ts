@@ -5,20 +5,18 @@
  */
 import { readFileSync } from 'node:fs';
 import { EXIT, UsageError } from './args.js';
-import { call } from './call.js';
-import { demo } from './demo.js';
-import { doctor } from './doctor.js';
 import { styleFor } from './format.js';
 import { type CommandName, commandHelp, HELP, isCommand, mainHelp } from './help.js';
-import { inspect } from './inspect.js';
-import { stats } from './stats.js';
 
-const COMMANDS: Record<CommandName, (argv: readonly string[]) => Promise<number>> = {
-  demo,
-  doctor,
-  call,
-  stats,
-  inspect,
+type Command = (argv: readonly string[]) => Promise<number>;
+
+// Loaded on demand: `--help`, `--version` and usage errors never load the library.
+const COMMANDS: Record<CommandName, () => Promise<Command>> = {
+  demo: async () => (await import('./demo.js')).demo,
+  doctor: async () => (await import('./doctor.js')).doctor,
+  call: async () => (await import('./call.js')).call,
+  stats: async () => (await import('./stats.js')).stats,
+  inspect: async () => (await import('./inspect.js')).inspect,
 };
 
 function version(): string {
@@ -59,7 +57,8 @@ async function main(argv: readonly string[]): Promise<number> {
     return EXIT.ok;
   }
   try {
-    return await COMMANDS[command](rest);
+    const run = await COMMANDS[command]();
+    return await run(rest);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     const s = styleFor(process.stderr);

@@ -21,7 +21,10 @@ import { loadInspectModules, type Relay, startRelay } from './relay.js';
 const DEFAULT_PORT = 8080;
 const DEFAULT_SIZE = 2;
 const CALL_PAUSE_MS = 250;
-/** After everything is closed, a browser tab may still hold a connection to the relay. */
+/**
+ * After everything is closed, a browser tab may still hold a connection to the relay (the relay
+ * server cannot close it): exit anyway after this long.
+ */
 const FORCED_EXIT_AFTER_MS = 1000;
 
 function log(line: string): void {
@@ -170,9 +173,11 @@ export async function inspect(argv: readonly string[]): Promise<number> {
   await relay.stop();
   log(`${s.green('✓')} stopped`);
   const force = setTimeout(() => {
-    console.error(
-      'pyvisor inspect: a browser tab is still connected to the relay; exiting without waiting for it',
-    );
+    const open = process.getActiveResourcesInfo().filter((r) => r !== 'Timeout');
+    const why = open.includes('TCPSocketWrap')
+      ? 'a browser tab is still connected to the relay'
+      : `something is still running (${open.join(', ')})`;
+    console.error(`pyvisor inspect: ${why}; exiting without waiting for it`);
     process.exit();
   }, FORCED_EXIT_AFTER_MS);
   force.unref();

@@ -17,11 +17,17 @@ export class ProgressBar {
   #milestone = 0;
   #lastDraw = 0;
 
-  constructor(stream: OutputStream, style: Style, total: number) {
+  constructor(
+    stream: OutputStream,
+    style: Style,
+    total: number,
+    env: NodeJS.ProcessEnv = process.env,
+  ) {
     this.#stream = stream;
     this.#style = style;
     this.#total = Math.max(1, total);
-    this.#live = stream.isTTY === true;
+    // Redrawing needs a terminal that understands carriage return and "erase line".
+    this.#live = stream.isTTY === true && env.TERM !== 'dumb';
   }
 
   /** Sets the number of finished steps and redraws (TTY) or prints a milestone (otherwise). */

@@ -224,7 +224,7 @@ export async function startRelay(
       Math.max(1, deadline - performance.now()),
     );
     if (how === 'open' || how === 'timeout') break;
-    // Refused (the server was not listening yet): try once more shortly.
+    // Refused (the server was not listening yet): retry shortly, until the deadline.
     await new Promise((r) => setTimeout(r, 50));
     inspector.start();
     socket = tame();
@@ -244,7 +244,13 @@ export async function startRelay(
     server.stop();
   };
 
-  if (!socket || socket.readyState !== OPEN) {
+  if (!socket) {
+    await stop();
+    throw new Error(
+      'this version of @statelyai/inspect is not supported (its WebSocket adapter has no `ws`; pyvisor was tested with 0.7)',
+    );
+  }
+  if (socket.readyState !== OPEN) {
     await stop();
     throw new Error(`the inspector could not connect to the relay on ws://localhost:${port}`);
   }
