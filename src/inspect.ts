@@ -16,13 +16,26 @@ function callSummary(call: unknown): Rec | null {
   };
 }
 
+// Marks a context this module produced, so sanitising twice (the pool's observer, then an
+// inspector's own `sanitizeContext`) returns it unchanged instead of emptying it.
+const SANITIZED = Symbol('pyvisor.sanitized');
+
+function mark<T extends object>(value: T): T {
+  Object.defineProperty(value, SANITIZED, { value: true, enumerable: false });
+  return value;
+}
+
 /**
  * What the inspector may see of a machine's context: ids, counters and states; never payloads,
- * frames, environment variables or live objects.
+ * frames, environment variables or live objects. Safe to apply twice.
  */
 export function sanitizeContext(context: unknown): unknown {
   if (!context || typeof context !== 'object') return context;
-  const c = context as Rec;
+  if ((context as { [SANITIZED]?: boolean })[SANITIZED]) return context;
+  return mark(sanitizeRaw(context as Rec) as Rec);
+}
+
+function sanitizeRaw(c: Rec): unknown {
   if ('workerId' in c && 'port' in c) {
     const info = c.info as { handlers?: { name: string }[]; version?: string } | null;
     const ending = c.ending as { reason?: string; error?: { code?: string } | null } | null;
@@ -100,9 +113,52 @@ export function sanitizeEvent(event: unknown): unknown {
   return out;
 }
 
+const SNAPSHOT_KEYS = ['status', 'value', 'children'] as const;
+
 /**
- * Wraps an inspection observer so it only ever sees sanitised contexts and events (no payloads,
- * no env), whatever inspector the user plugs in.
+ * Keeps only what an inspector needs of a snapshot: status, state value, sanitised context,
+ * children, tags, and the output or error reduced to codes. Promise and callback actors carry
+ * their `input` in their snapshot (for pyvisor: the spawn spec with the whole environment); it
+ * never leaves.
+ */
+export function sanitizeSnapshot(snapshot: unknown): unknown {
+  if (!snapshot || typeof snapshot !== 'object') return snapshot;
+  const raw = snapshot as Rec;
+  const safe: Rec = {};
+  for (const key of SNAPSHOT_KEYS) if (raw[key] !== undefined) safe[key] = raw[key];
+  if ('context' in raw) safe.context = sanitizeContext(raw.context);
+  if (raw.tags instanceof Set) safe.tags = [...raw.tags];
+  else if (Array.isArray(raw.tags)) safe.tags = raw.tags;
+  if (raw.output !== undefined && raw.output !== null) {
+    safe.output = (sanitizeEvent({ output: raw.output }) as { output?: unknown }).output ?? null;
+  }
+  if (raw.error) safe.error = { code: (raw.error as { code?: unknown }).code ?? null };
+  return safe;
+}
+
+// Inspectors read `actorRef.getSnapshot()` themselves when an actor registers; hand them a view
+// of the actor whose snapshot is sanitised too.
+const views = new WeakMap<object, object>();
+function sanitizedActorRef(actorRef: object): object {
+  let view = views.get(actorRef);
+  if (!view) {
+    view = new Proxy(actorRef, {
+      get(target, key, receiver) {
+        if (key === 'getSnapshot') {
+          return () => sanitizeSnapshot((target as { getSnapshot(): unknown }).getSnapshot());
+        }
+        const value = Reflect.get(target, key, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    views.set(actorRef, view);
+  }
+  return view;
+}
+
+/**
+ * Wraps an inspection observer so it only ever sees sanitised contexts, snapshots and events
+ * (no payloads, no env), whatever inspector the user plugs in.
  */
 export function sanitizingInspector(inspector: Inspector): (event: InspectionEvent) => void {
   const next =
@@ -111,12 +167,8 @@ export function sanitizingInspector(inspector: Inspector): (event: InspectionEve
     const safe = { ...event } as Rec;
     // Every kind (@xstate.event, .snapshot, .microstep, ...) may carry the event and a snapshot.
     if ('event' in event) safe.event = sanitizeEvent(event.event);
-    if ('snapshot' in event && event.snapshot) {
-      const snapshot = event.snapshot as unknown as Rec;
-      const copy: Rec = { ...snapshot, context: sanitizeContext(snapshot.context) };
-      if ('output' in snapshot) copy.output = sanitizeEvent({ output: snapshot.output });
-      safe.snapshot = copy;
-    }
+    if ('snapshot' in event && event.snapshot) safe.snapshot = sanitizeSnapshot(event.snapshot);
+    if (event.actorRef) safe.actorRef = sanitizedActorRef(event.actorRef);
     next(safe as unknown as InspectionEvent);
   };
 }

@@ -11,7 +11,7 @@
  */
 import { createServer } from 'node:net';
 import type { InspectionEvent, Observer } from 'xstate';
-import { sanitizeContext, sanitizeEvent } from '../inspect.js';
+import { sanitizeContext, sanitizeEvent, sanitizeSnapshot } from '../inspect.js';
 
 /** The two modules of `@statelyai/inspect` the relay needs. */
 export interface InspectModules {
@@ -117,27 +117,15 @@ export function sanitizeContextOnce(context: Record<string, unknown>): Record<st
   return sanitizeContext(context) as Record<string, unknown>;
 }
 
-const SNAPSHOT_KEYS = ['status', 'value', 'context', 'children'] as const;
-
 /**
- * Keeps only what the inspector needs of an event's snapshot: status, state value, (sanitised)
- * context, children ids, tags, and the sanitised output or error code. Invoked promise and
- * callback actors carry their `input` in their snapshot — for pyvisor that is the interpreter
- * resolution and the spawn spec, with the whole environment — and it must never leave.
+ * Keeps only what the inspector needs of an event's snapshot (see `sanitizeSnapshot`): invoked
+ * promise and callback actors carry their `input` — the spawn spec, with the whole environment —
+ * and it must never leave.
  */
 export function scrubInspectionEvent<E extends { type: string }>(event: E): E {
   const snapshot = (event as { snapshot?: unknown }).snapshot;
   if (!snapshot || typeof snapshot !== 'object') return event;
-  const raw = snapshot as Record<string, unknown>;
-  const safe: Record<string, unknown> = {};
-  for (const key of SNAPSHOT_KEYS) if (raw[key] !== undefined) safe[key] = raw[key];
-  if (raw.tags instanceof Set) safe.tags = [...raw.tags];
-  else if (Array.isArray(raw.tags)) safe.tags = raw.tags;
-  if (raw.output !== undefined && raw.output !== null) {
-    safe.output = (sanitizeEvent({ output: raw.output }) as { output?: unknown }).output ?? null;
-  }
-  if (raw.error) safe.error = { code: (raw.error as { code?: unknown }).code ?? null };
-  return { ...event, snapshot: safe };
+  return { ...event, snapshot: sanitizeSnapshot(snapshot) };
 }
 
 /** The minimal WebSocket surface used here (`ws`'s WebSocket in Node). */

@@ -28,6 +28,18 @@ describe('inspect option', () => {
           e.type === '@xstate.snapshot' ? (e.snapshot as { context?: unknown }).context : null,
       })),
     );
+    // Snapshots keep no `input` (the spawn spec holds the env), and actor registrations, which
+    // inspectors read through actorRef.getSnapshot(), are sanitised as well.
+    for (const e of events) {
+      if ('snapshot' in e) expect(e.snapshot).not.toHaveProperty('input');
+    }
+    const registered = JSON.stringify(
+      events
+        .filter((e) => e.type === '@xstate.actor')
+        .map((e) => (e.actorRef as unknown as { getSnapshot(): unknown }).getSnapshot()),
+    );
+    expect(registered).not.toContain('ENV-SECRET-VALUE');
+    expect(registered).not.toContain('SECRET-PAYLOAD');
     expect(seen).not.toContain('SECRET-PAYLOAD');
     expect(seen).not.toContain('ENV-SECRET-VALUE');
     expect(seen).toContain('"fn":"echo"');
