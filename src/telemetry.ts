@@ -149,6 +149,7 @@ export class PoolTelemetry {
           ...(session !== undefined ? { 'pyvisor.session': session } : {}),
         },
       });
+      span.addEvent('pyvisor.checkout.start');
     }
     const metricsOn = this.metricsOn;
     const telemetry = this;
