@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { InvalidOptionError } from './errors.js';
@@ -127,6 +128,14 @@ function describe(value: unknown): string {
   return String(value);
 }
 
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 /** Validates a duration option (ms). `undefined` yields `fallback`. */
 export function duration(
   name: string,
@@ -176,7 +185,7 @@ function str(name: string, value: unknown, fallback: string): string {
   return value;
 }
 
-function object<T>(name: string, value: unknown): Partial<T> {
+function object<T>(name: string, value: unknown, keys?: readonly string[]): Partial<T> {
   if (value === undefined) return {};
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new InvalidOptionError(
@@ -184,8 +193,23 @@ function object<T>(name: string, value: unknown): Partial<T> {
       `Expected the \`${name}\` option to be an object, got ${describe(value)}`,
     );
   }
+  if (keys) {
+    // A misspelt key would silently keep the default (e.g. `restart: { maxRestart: 100 }`).
+    for (const key of Object.keys(value)) {
+      if (!keys.includes(key)) {
+        throw new InvalidOptionError(
+          `${name}.${key}`,
+          `Unknown option \`${name}.${key}\`; expected one of ${keys.map((k) => `\`${k}\``).join(', ')}`,
+        );
+      }
+    }
+  }
   return value as Partial<T>;
 }
+
+// Workers are processes: far beyond this a pool is a mistake, and a huge size would allocate
+// per-slot state until memory runs out.
+const MAX_SIZE = 1024;
 
 function logger(name: string, value: unknown): Logger | undefined {
   if (value === undefined) return undefined;
@@ -255,10 +279,15 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
   const health =
     input.healthCheck === false
       ? false
-      : object<HealthCheckOptions>('healthCheck', input.healthCheck);
-  const restart = object<RestartOptions>('restart', input.restart);
-  const circuit = object<CircuitOptions>('circuit', input.circuit);
-  const recycle = object<RecycleOptions>('recycle', input.recycle);
+      : object<HealthCheckOptions>('healthCheck', input.healthCheck, ['interval', 'timeout']);
+  const restart = object<RestartOptions>('restart', input.restart, [
+    'minDelay',
+    'maxDelay',
+    'maxRestarts',
+    'period',
+  ]);
+  const circuit = object<CircuitOptions>('circuit', input.circuit, ['threshold', 'resetTimeout']);
+  const recycle = object<RecycleOptions>('recycle', input.recycle, ['maxCalls', 'maxAge']);
   if (input.lazy !== undefined && typeof input.lazy !== 'boolean') {
     throw new InvalidOptionError(
       'lazy',
@@ -275,7 +304,7 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
   }
   const options: NormalizedOptions = {
     script,
-    size: integer('size', input.size, availableParallelism(), 1),
+    size: integer('size', input.size, Math.min(availableParallelism(), MAX_SIZE), 1),
     python: str('python', input.python, process.env.PYVISOR_PYTHON || 'python3'),
     env,
     cwd,
@@ -318,6 +347,18 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
     outputLines: integer('outputLines', input.outputLines, 50, 0),
     logger: logger('logger', input.logger),
   };
+  if (options.size > MAX_SIZE) {
+    throw new InvalidOptionError(
+      'size',
+      `Expected the \`size\` option to be at most ${MAX_SIZE} workers, got ${options.size}`,
+    );
+  }
+  if (!isDirectory(cwd)) {
+    throw new InvalidOptionError(
+      'cwd',
+      `The \`cwd\` option points at ${cwd}, which is not a directory`,
+    );
+  }
   if (options.maxMessageSize > 2 ** 32 - 1) {
     throw new InvalidOptionError('maxMessageSize', 'Expected `maxMessageSize` to fit in 32 bits');
   }

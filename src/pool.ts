@@ -512,8 +512,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
   #watchWorker(workerId: number, ref: WorkerActor): void {
     let last: WorkerState | null = null;
     const update = () => {
-      // Per-call path: nothing to compute unless someone listens.
-      if (this.listenerCount('worker.state') === 0) return;
+      // Tracked always (a few property reads), so a listener attached later gets a true `from`.
       const state = workerState(ref, false);
       if (state === last) return;
       const from = last ?? this.#workerStates[workerId]!;

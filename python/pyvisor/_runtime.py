@@ -455,6 +455,19 @@ def _fill():
     _buf.extend(data)
 
 
+def _guarded_modify(modify):
+    """epoll_ctl on the request pipe fails (EPERM, EBADF) when a handler replaced or closed
+    that descriptor: the pipe is unusable, which is a broken pipe (exit 3), not a runtime bug."""
+
+    def ep_modify(fd, events):
+        try:
+            modify(fd, events)
+        except OSError as exc:
+            _die(3, "the request pipe became unusable (did a handler close or dup2 over it?): %s" % exc)
+
+    return ep_modify
+
+
 def _take_frame():
     """Remove one complete frame from _buf and return its message dict, or None."""
     b = _buf
@@ -474,11 +487,38 @@ def _take_frame():
     del b[:end]
     try:
         msg = _loads(body.decode("utf-8"))
+    except RecursionError:
+        # Valid JSON nested deeper than Python's decoder goes (~1000 levels): ordinary user input,
+        # not a broken peer. Node writes calls as {"t":"call","id":N,...}: answer that call.
+        cid = _call_id_prefix(body)
+        if cid is None:
+            _protocol_error("frame body is nested too deeply to decode")
+        _send(
+            _err_body(
+                cid,
+                "serialization",
+                "RecursionError",
+                "the arguments are nested too deeply for Python's JSON decoder",
+                "",
+            )
+        )
+        return _SKIP
     except Exception as exc:
         _protocol_error("frame body is not UTF-8 JSON (%s: %s)" % (type(exc).__name__, exc))
     if msg.__class__ is not dict:
         _protocol_error("frame body is not a JSON object")
     return msg
+
+
+_SKIP = {"t": "_skip"}  # a frame already answered by _take_frame
+
+
+def _call_id_prefix(body):
+    prefix = b'{"t":"call","id":'
+    if not body.startswith(prefix):
+        return None
+    digits = bytes(body[len(prefix) : len(prefix) + 20]).split(b",", 1)[0]
+    return int(digits) if digits.isdigit() else None
 
 
 def _require_int(msg, field):
@@ -542,6 +582,8 @@ def _dispatch(msg):
         return None
     if t == "exit":
         return _EXIT
+    if msg is _SKIP:
+        return None
     _protocol_error("unknown message type %r" % (t,))
 
 
@@ -1059,7 +1101,8 @@ def _main(argv, drop_path0):
 
             ep = select.epoll()
             ep.register(_in_fd, 0)
-            _ep, _ep_modify, _EPOLLIN = ep, ep.modify, select.EPOLLIN
+            _ep, _EPOLLIN = ep, select.EPOLLIN
+            _ep_modify = _guarded_modify(ep.modify)
         except (ImportError, AttributeError, OSError):
             _ep = None
     _rlock.acquire()

@@ -546,8 +546,10 @@ export const supervisorMachine = setup({
       let reason: WorkerExit['reason'] | 'recycled' = exit.reason;
       if (isStartFailure(exit)) {
         context.lastStartError = exit.error;
+        // In half-open only the probe decides; an older start failing late says nothing new.
+        const counts = context.circuitState !== 'halfOpen' || context.probe === slot.index;
         if (context.probe === slot.index) context.probe = null;
-        enqueue.sendTo(context.circuit, { type: 'start.failed' });
+        if (counts) enqueue.sendTo(context.circuit, { type: 'start.failed' });
         delay = backoffDelay(slot.failures, context.options.restart);
         slot.failures++;
       } else if (isCrash(exit)) {
@@ -577,7 +579,11 @@ export const supervisorMachine = setup({
           id: `restart-${slot.index}`,
         },
       );
-      // Calls unpinned from the dead worker may fit idle workers now.
+      // Calls unpinned from the dead worker may fit idle workers now; if it was the last ready
+      // one and the breaker is not closed, waiting calls fail fast like new ones would.
+      if (circuitBlocksCalls(context)) {
+        rejectQueued(context, () => new CircuitOpenError(context.lastStartError));
+      }
       serveAll(context, enqueue);
     }),
     'release worker': enqueueActions(({ context, event, enqueue: raw }) => {
@@ -644,7 +650,8 @@ export const supervisorMachine = setup({
       const { healthCheck, recycle } = context.options;
       for (const index of [...context.idle]) {
         const slot = context.slots[index]!;
-        if (t - slot.startedAt >= recycle.maxAge) {
+        const lastReady = context.circuitState !== 'closed' && context.readyCount <= 1;
+        if (t - slot.startedAt >= recycle.maxAge && !lastReady) {
           context.idle.delete(index);
           enqueue.emit({ type: 'worker.recycling', workerId: index, pid: slot.pid, why: 'maxAge' });
           stopWorker(enqueue, slot, 'recycle');
