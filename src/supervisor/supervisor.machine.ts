@@ -55,6 +55,8 @@ export interface Slot {
   restarts: number;
   /** Calls dispatched to this slot, all processes together. */
   calls: number;
+  /** Calls dispatched to the slot's current process (for `recycle.maxCalls`). */
+  processCalls: number;
   /** Consecutive start failures, for the backoff exponent. */
   failures: number;
   /** A restart timer is running. */
@@ -148,6 +150,8 @@ interface Enqueue {
   emit(event: SupervisorEmitted): void;
   raise(event: SupervisorEvent, options: { delay: number; id: string }): void;
   cancel(id: string): void;
+  /** Removes a finished child from the supervisor (it would otherwise stay in `children`). */
+  stopChild(ref: AnyActorRef): void;
   /** Runs `build` with XState's `spawn`, so the child joins the supervisor's actor system. */
   spawn(build: (spawn: SpawnFn, self: AnyActorRef) => void): void;
 }
@@ -161,6 +165,7 @@ interface LooseEnqueue {
   emit(event: object): void;
   raise(event: object, options: object): void;
   cancel(id: string): void;
+  stopChild(ref: AnyActorRef): void;
   assign(fn: (args: { spawn: SpawnFn; self: AnyActorRef }) => object): void;
 }
 
@@ -171,6 +176,7 @@ function effects(enqueue: unknown): Enqueue {
     emit: (event) => e.emit(event),
     raise: (event, options) => e.raise(event, options),
     cancel: (id) => e.cancel(id),
+    stopChild: (ref) => e.stopChild(ref),
     spawn: (build) =>
       e.assign(({ spawn, self }) => {
         build(spawn, self);
@@ -228,6 +234,7 @@ function workerSpec(options: NormalizedOptions, python: string): SpawnSpec {
 function dispatch(context: SupervisorContext, enqueue: Enqueue, slot: Slot, call: PendingCall) {
   context.idle.delete(slot.index);
   slot.calls++;
+  slot.processCalls++;
   if (call.session !== undefined) {
     const previous = context.sessions.bind(call.session, slot.index, slot.generation, now());
     if (previous) {
@@ -251,8 +258,23 @@ function pinnedSlot(context: SupervisorContext, call: PendingCall): Slot | undef
   return slot.ref && slot.generation === binding.generation ? slot : undefined;
 }
 
+/**
+ * A worker past `recycle.maxCalls` is retired here, when it becomes free, rather than by the
+ * worker itself: the supervisor knows whether it is the last ready worker while the breaker is
+ * not closed, and then keeps it (its replacement could not start).
+ */
+function retireIfDue(context: SupervisorContext, enqueue: Enqueue, slot: Slot): boolean {
+  if (slot.processCalls < context.options.recycle.maxCalls) return false;
+  if (context.circuitState !== 'closed' && context.readyCount <= 1) return false;
+  context.idle.delete(slot.index);
+  enqueue.emit({ type: 'worker.recycling', workerId: slot.index, pid: slot.pid, why: 'maxCalls' });
+  stopWorker(enqueue, slot, 'recycle');
+  return true;
+}
+
 /** Gives the free worker in `slot` the oldest call it may run. */
 function serve(context: SupervisorContext, enqueue: Enqueue, slot: Slot): void {
+  if (retireIfDue(context, enqueue, slot)) return;
   for (;;) {
     const call = context.queue.next(slot.index);
     if (!call) {
@@ -299,6 +321,7 @@ function startWorker(context: SupervisorContext, enqueue: Enqueue, slot: Slot): 
   slot.restartPending = false;
   if (slot.generation > 0) slot.restarts++;
   slot.generation++;
+  slot.processCalls = 0;
   slot.ready = false;
   slot.pid = null;
   slot.startedAt = now();
@@ -324,7 +347,8 @@ function startWorker(context: SupervisorContext, enqueue: Enqueue, slot: Slot): 
         cancelGrace: options.cancelGrace,
         healthTimeout: options.healthCheck ? options.healthCheck.timeout : 0,
         stopTimeout: options.stopTimeout,
-        maxCalls: options.recycle.maxCalls,
+        // recycle.maxCalls is applied by the supervisor (see retireIfDue).
+        maxCalls: Number.POSITIVE_INFINITY,
       },
     }) as WorkerActor;
     ref.on('*', (event) => self.send(event as SupervisorEvent));
@@ -358,9 +382,14 @@ function cancelRestarts(context: SupervisorContext, enqueue: Enqueue): void {
 }
 
 /** Bookkeeping for a worker that ended; returns its slot, or undefined for a stale event. */
-function releaseSlot(context: SupervisorContext, exit: WorkerExit): Slot | undefined {
+function releaseSlot(
+  context: SupervisorContext,
+  enqueue: Enqueue,
+  exit: WorkerExit,
+): Slot | undefined {
   const slot = context.slots[exit.workerId];
   if (!slot || slot.generation !== exit.generation || !slot.ref) return undefined;
+  enqueue.stopChild(slot.ref);
   slot.ref = null;
   slot.pid = null;
   slot.lastExit = exit;
@@ -539,7 +568,7 @@ export const supervisorMachine = setup({
     'handle worker exit': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
       const exit = (event as WorkerDone).output;
-      const slot = releaseSlot(context, exit);
+      const slot = releaseSlot(context, enqueue, exit);
       enqueue.emit({ type: 'worker.exited', exit });
       if (!slot) return;
       let delay: number;
@@ -557,17 +586,7 @@ export const supervisorMachine = setup({
         delay = backoffDelay(0, context.options.restart);
       } else {
         // Planned replacement (recycled, or killed after ignoring a cancel): no backoff.
-        if (exit.stopReason === 'recycle') {
-          reason = 'recycled';
-          if (exit.calls >= context.options.recycle.maxCalls) {
-            enqueue.emit({
-              type: 'worker.recycling',
-              workerId: slot.index,
-              pid: exit.pid,
-              why: 'maxCalls',
-            });
-          }
-        }
+        if (exit.stopReason === 'recycle') reason = 'recycled';
         delay = 0;
       }
       slot.restartPending = true;
@@ -589,7 +608,7 @@ export const supervisorMachine = setup({
     'release worker': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
       const exit = (event as WorkerDone).output;
-      releaseSlot(context, exit);
+      releaseSlot(context, enqueue, exit);
       enqueue.emit({ type: 'worker.exited', exit });
     }),
     'fail the pool': enqueueActions(({ context, event, enqueue: raw }) => {
@@ -723,6 +742,7 @@ export const supervisorMachine = setup({
         idleSince: 0,
         restarts: 0,
         calls: 0,
+        processCalls: 0,
         failures: 0,
         restartPending: false,
         blocked: false,
