@@ -1,0 +1,20 @@
+// Suite 6 (fast subset): frozen workers (SIGSTOP mid-call and idle), handlers that ignore the
+// interrupt, and an init that is slower than initTimeout for some starts (a fixed pattern, no
+// recycling). Full run (random slow starts with recycling): scripts/reliability/frozen.ts.
+import { describe, expect, it } from 'vitest';
+import { runFrozen } from '../../scripts/reliability/frozen.js';
+
+describe('frozen and slow workers', () => {
+  it('timeouts, health checks and cancelGrace replace frozen or stubborn workers; flaky slow starts fail no call', async () => {
+    const result = await runFrozen({
+      hangProbe: 1000,
+      flakyCalls: 40,
+      flakyRecycle: 0,
+      // Start 2 and its first retry are slow; the others are quick.
+      flakyPattern: 'ok,slow,ok,ok,slow,ok,ok,ok,ok,ok,ok,ok',
+      // Generous: on a loaded machine an ordinary start must not hit it.
+      flakyInitTimeout: 3000,
+    });
+    expect(result.violations).toEqual([]);
+  }, 90_000);
+});
