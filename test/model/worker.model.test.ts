@@ -15,10 +15,7 @@ import { waitFor } from 'xstate';
 import type { PendingCall } from '../../src/call.js';
 import { PyvisorError, WorkerInitError } from '../../src/errors.js';
 import { resolveInterpreter } from '../../src/interpreter.js';
-import {
-  WORKER_EVENT_TYPES,
-  type WorkerExit,
-} from '../../src/machines/worker.machine.js';
+import { WORKER_EVENT_TYPES, type WorkerExit } from '../../src/machines/worker.machine.js';
 import { isAlive, PENDING, probe, RealWorker, STEP_TIMEOUT, until } from './real-worker.js';
 import { KILL_WAIT, planSuite, type Run, SPAWN_EXIT, SPAWN_TIMEOUT } from './stimuli.js';
 import {
