@@ -92,7 +92,10 @@ function nonEmptyString(): fc.Arbitrary<Tagged> {
 }
 
 /** A nested option object from per-key arbitraries; the object is bad if any key is. */
-function nested(keys: Record<string, fc.Arbitrary<Tagged>>): fc.Arbitrary<Tagged> {
+function nested(
+  keys: Record<string, fc.Arbitrary<Tagged>>,
+  alsoAllowed: string[] = [],
+): fc.Arbitrary<Tagged> {
   return fc.oneof(
     fc.record(keys, { requiredKeys: [] }).map((r): Tagged => {
       const v: Record<string, unknown> = {};
@@ -103,7 +106,9 @@ function nested(keys: Record<string, fc.Arbitrary<Tagged>>): fc.Arbitrary<Tagged
       }
       return { ok, v };
     }),
-    bad(wrongType('object')),
+    bad(wrongType('object', ...alsoAllowed)),
+    // A misspelt key inside (was silently ignored: bug 7 in docs/reliability.md).
+    bad(fc.constant({ [`${Object.keys(keys)[0]}s`]: 1 })),
   );
 }
 
@@ -134,6 +139,7 @@ const restartArb: fc.Arbitrary<Tagged> = fc.oneof(
       fc.record({ minDelay: fc.integer({ max: -1 }) }),
       fc.record({ maxRestarts: fc.constantFrom(-1, 1.5, '3') }),
       fc.record({ period: fc.constantFrom(0, -1, Number.NaN) }),
+      fc.constant({ maxRestart: 100 }),
       wrongType('object'),
     ),
   ),
@@ -141,7 +147,8 @@ const restartArb: fc.Arbitrary<Tagged> = fc.oneof(
 
 const healthArb: fc.Arbitrary<Tagged> = fc.oneof(
   good(fc.constant(false)),
-  nested({ interval: durationArb(false), timeout: durationArb(false) }),
+  // (`false` is valid; `true` is not: it is among the bad values below.)
+  nested({ interval: durationArb(false), timeout: durationArb(false) }, ['boolean']),
   bad(fc.constantFrom(true, null, 0, 'off')),
 );
 
@@ -152,17 +159,22 @@ export function optionArbitraries(fixtureDir: string): Record<string, fc.Arbitra
       good(fc.constant(CHAOS_SCRIPT)),
       bad(fc.constantFrom('', '/nonexistent/handlers.py', fixtureDir, 42, null)),
     ),
-    // Valid sizes stay small: a huge size is its own bug (test/reliability/regressions.test.ts).
-    size: intArb(1, 64),
+    // At most 1024 workers (a huge size used to allocate until out of memory: bug 6).
+    size: fc.oneof(intArb(1, 1024), bad(fc.constantFrom(1025, 2 ** 31 - 1, 2 ** 32, 1e9))),
     python: nonEmptyString(),
     env: fc.oneof(
       good(fc.dictionary(fc.string({ minLength: 1 }), fc.string(), { maxKeys: 3 })),
       bad(fc.constantFrom(null, 'PATH=/bin', 42, [])),
     ),
-    // Only existing directories: a missing one is its own bug (regressions.test.ts).
+    // An existing directory (a missing one used to be blamed on the interpreter: bug 5).
     cwd: fc.oneof(
       good(fc.constantFrom(tmpdir(), fixtureDir, '/')),
-      bad(fc.oneof(fc.constant(''), wrongType('string'))),
+      bad(
+        fc.oneof(
+          fc.constantFrom('', '/nonexistent/pyvisor-cwd', CHAOS_SCRIPT),
+          wrongType('string'),
+        ),
+      ),
     ),
     name: nonEmptyString(),
     lazy: fc.oneof(good(fc.constant(true)), bad(wrongType('boolean'))),
