@@ -5,6 +5,7 @@ import {
   type Histogram,
   type Meter,
   metrics,
+  type ObservableCallback,
   ProxyTracerProvider,
   type Span,
   SpanKind,
@@ -104,14 +105,10 @@ export class PoolTelemetry {
         unit: '{call}',
         description: 'Calls waiting for a worker',
       });
-      const callback = (result: {
-        observe(value: number, attributes?: Attributes): void;
-      }): void => {
+      const callback: ObservableCallback = (result) => {
         result.observe(gauges.queued(), this.#poolAttrs);
       };
-      const workersCallback = (result: {
-        observe(value: number, attributes?: Attributes): void;
-      }): void => {
+      const workersCallback: ObservableCallback = (result) => {
         for (const [state, count] of Object.entries(gauges.workersByState())) {
           result.observe(count, { ...this.#poolAttrs, 'pyvisor.worker.state': state });
         }
