@@ -393,7 +393,9 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       telemetry?.settled(error.code, error, 0);
       throw error;
     }
-    if (Buffer.byteLength(json) > this.options.maxMessageSize) {
+    // encodeFrame measures the UTF-8 length once; the header holds it.
+    const frame = encodeFrame(json);
+    if (frame.length - 4 > this.options.maxMessageSize) {
       const error = new SerializationError(
         `The arguments of '${fn}' are larger than maxMessageSize (${this.options.maxMessageSize} bytes)`,
       );
@@ -403,7 +405,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     return new PendingCall({
       id,
       fn,
-      frame: encodeFrame(json),
+      frame,
       stream,
       session,
       timeout,
