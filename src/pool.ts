@@ -117,6 +117,8 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
   #readyWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   readonly #owner: CallOwner;
   readonly #workerStates: WorkerState[];
+  /** The state updater of each slot's current worker, once it has started. */
+  readonly #workerSync = new Map<number, () => void>();
   readonly #telemetry: PoolTelemetry;
   #done!: () => void;
   readonly #whenDone = new Promise<void>((resolve) => {
@@ -442,6 +444,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
   }
 
   #onSupervisorEvent(event: SupervisorEmitted): void {
+    this.#syncWorkerStates();
     switch (event.type) {
       case 'pool.ready': {
         const waiters = this.#readyWaiters;
@@ -517,6 +520,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       // Tracked always (a few property reads), so a listener attached later gets a true `from`.
       const state = workerState(ref, false);
       if (state === last) return;
+      if (last === null) this.#workerSync.set(workerId, update);
       const from = last ?? this.#workerStates[workerId]!;
       last = state;
       this.#workerStates[workerId] = state;
@@ -525,8 +529,18 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
         this.emit('worker.state', { workerId, pid, from, to: state });
       }
     };
-    update();
+    // The first update comes with the actor's start, which the supervisor defers until after the
+    // events of the transition that spawned it (a circuit change is announced before the spawn).
     ref.subscribe({ next: update, complete: update, error: update });
+  }
+
+  /**
+   * Emits the `worker.state` a worker already reached but whose observers have not run yet:
+   * the supervisor reacts to a worker's events before the worker's snapshot observers are
+   * called, and what it emits must not overtake the state change that caused it.
+   */
+  #syncWorkerStates(): void {
+    for (const update of this.#workerSync.values()) update();
   }
 }
 

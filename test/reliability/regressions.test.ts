@@ -270,4 +270,44 @@ describe('regressions found by the reliability suites', () => {
     await p.call('add', [1, 2]);
     expect(events).toEqual(['ready->busy', 'busy->ready']);
   });
+  // worker.state came from snapshot subscriptions, so the probe's 'starting' was emitted before
+  // the circuit.change 'halfOpen' that caused it (the spawn ran inside the supervisor's
+  // transition, its emit after it), and pool.ready before the last worker's 'ready' (the
+  // supervisor reacted to the worker's emitted event before the worker's observers ran).
+  it('circuit.change is emitted before the spawns it causes, and pool.ready after every worker.state ready', async () => {
+    const file = initFile('fail');
+    const p = pool({
+      script: SCRIPTED,
+      size: 2,
+      env: { ...process.env, CHAOS_INIT_FILE: file },
+      restart: { minDelay: 10, maxDelay: 20 },
+      circuit: { threshold: 2, resetTimeout: 300 },
+    });
+    const log: string[] = [];
+    p.on('circuit.change', (e) => log.push(`circuit ${e.state}`));
+    p.on('worker.state', (e) => {
+      if (e.to === 'starting' || e.to === 'ready') log.push(`${e.to} ${e.workerId}`);
+    });
+    p.on('pool.ready', () => log.push('pool.ready'));
+    const opened = nextEvent(p, 'circuit.change', (e) => e.state === 'open');
+    await expect(p.ready()).rejects.toMatchObject({ code: 'ERR_CIRCUIT_OPEN' });
+    await opened;
+    // A start already under way when the breaker opened still reads 'fail'; fix the file once
+    // no process is left, so the next start is the half-open probe.
+    await until(p, () => p.stats().workers.every((w) => w.pid === null));
+    writeFileSync(file, 'ok');
+    await nextEvent(p, 'pool.ready');
+    const tail = log.slice(log.lastIndexOf('circuit halfOpen'));
+    const probe = tail[1]?.split(' ')[1];
+    const other = probe === '0' ? '1' : '0';
+    expect(tail).toEqual([
+      'circuit halfOpen',
+      `starting ${probe}`,
+      `ready ${probe}`,
+      'circuit closed',
+      `starting ${other}`,
+      `ready ${other}`,
+      'pool.ready',
+    ]);
+  });
 });
