@@ -19,6 +19,7 @@ import { type CallRequest, encodeFrame } from './protocol.js';
 import {
   type SupervisorEmitted,
   type SupervisorEvent,
+  submitCall,
   supervisorMachine,
 } from './supervisor/supervisor.machine.js';
 import { PoolTelemetry } from './telemetry.js';
@@ -154,6 +155,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
           }
         },
         onWorkerSpawned: (workerId, ref) => this.#watchWorker(workerId, ref),
+        onRoutingEvent: (event) => this.#onSupervisorEvent(event),
       },
       ...(inspect ? { inspect: sanitizingInspector(inspect) } : {}),
     });
@@ -424,7 +426,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       return;
     }
     this.#start();
-    this.#send({ type: 'call.requested', call });
+    submitCall(this.#actor, call);
   }
 
   /** Every slot has a live worker that is ready or busy (not one that is ending). */

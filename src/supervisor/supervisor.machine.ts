@@ -38,6 +38,16 @@ import type { SpawnSpec, SpawnTransport } from '../transport/transport.js';
 import { backoffDelay } from './backoff.js';
 import { CheckoutQueue } from './checkout-queue.js';
 import { RestartIntensity } from './restart-intensity.js';
+import {
+  circuitBlocksCalls,
+  now,
+  type RoutingEffects,
+  rejectQueued,
+  routeCall,
+  serve,
+  serveAll,
+  stopWorker,
+} from './routing.js';
 import { SessionTable } from './sessions.js';
 
 /** One worker position in the pool; its process is replaced, the slot stays. */
@@ -75,6 +85,8 @@ export interface SupervisorInput {
   onOutput: (workerId: number, stream: 'stdout' | 'stderr', line: string) => void;
   /** A worker actor was spawned (the pool watches its state). */
   onWorkerSpawned: (workerId: number, ref: WorkerActor) => void;
+  /** What routing emits when it runs outside the machine (see `submitCall`). */
+  onRoutingEvent: (event: SupervisorEmitted) => void;
 }
 
 export interface SupervisorContext {
@@ -88,6 +100,13 @@ export interface SupervisorContext {
   readonly sessions: SessionTable;
   readonly intensity: RestartIntensity;
   readonly circuit: CircuitActor;
+  /**
+   * Calls are routed synchronously, outside the machine, while this is true (`up`); once the pool
+   * fails or closes, every call and idle worker goes through the machine's events again.
+   */
+  routing: boolean;
+  /** The effects of routing done outside the machine: sent and emitted at once. */
+  readonly direct: RoutingEffects;
   circuitState: CircuitState;
   /** The slot whose start is the half-open probe. */
   probe: number | null;
@@ -185,8 +204,6 @@ function effects(enqueue: unknown): Enqueue {
   };
 }
 
-const now = () => performance.now();
-
 const resolvePythonActor = fromPromise<string, SupervisorInput>(({ input }) =>
   input.resolvePython(input.options.python, input.options.env, input.options.cwd),
 );
@@ -207,11 +224,6 @@ function tickInterval(options: NormalizedOptions): number {
   return Math.max(10, Math.min(...candidates));
 }
 
-function isWorkerIdle(ref: WorkerActor): boolean {
-  const snapshot = ref.getSnapshot();
-  return snapshot.status === 'active' && snapshot.matches({ alive: { ready: 'idle' } });
-}
-
 function workerSpec(options: NormalizedOptions, python: string): SpawnSpec {
   const pythonPath = options.env.PYTHONPATH;
   return {
@@ -228,90 +240,6 @@ function workerSpec(options: NormalizedOptions, python: string): SpawnSpec {
     maxMessageSize: options.maxMessageSize,
     outputLines: options.outputLines,
   };
-}
-
-/** Hands `call` to the worker in `slot` (which must be idle). */
-function dispatch(context: SupervisorContext, enqueue: Enqueue, slot: Slot, call: PendingCall) {
-  context.idle.delete(slot.index);
-  slot.calls++;
-  slot.processCalls++;
-  if (call.session !== undefined) {
-    const previous = context.sessions.bind(call.session, slot.index, slot.generation, now());
-    if (previous) {
-      enqueue.emit({
-        type: 'session.moved',
-        session: call.session,
-        from: { workerId: previous.slot, generation: previous.generation },
-        to: { workerId: slot.index, generation: slot.generation },
-      });
-    }
-  }
-  enqueue.sendTo(slot.ref!, { type: 'call.start', call });
-}
-
-/** Where a call must wait, if its session pins it to a live worker. */
-function pinnedSlot(context: SupervisorContext, call: PendingCall): Slot | undefined {
-  if (call.session === undefined) return undefined;
-  const binding = context.sessions.get(call.session, now());
-  if (!binding) return undefined;
-  const slot = context.slots[binding.slot]!;
-  return slot.ref && slot.generation === binding.generation ? slot : undefined;
-}
-
-/**
- * A worker past `recycle.maxCalls` is retired here, when it becomes free, rather than by the
- * worker itself: the supervisor knows whether it is the last ready worker while the breaker is
- * not closed, and then keeps it (its replacement could not start).
- */
-function retireIfDue(context: SupervisorContext, enqueue: Enqueue, slot: Slot): boolean {
-  if (slot.processCalls < context.options.recycle.maxCalls) return false;
-  if (context.circuitState !== 'closed' && context.readyCount <= 1) return false;
-  context.idle.delete(slot.index);
-  enqueue.emit({ type: 'worker.recycling', workerId: slot.index, pid: slot.pid, why: 'maxCalls' });
-  stopWorker(enqueue, slot, 'recycle');
-  return true;
-}
-
-/** Gives the free worker in `slot` the oldest call it may run. */
-function serve(context: SupervisorContext, enqueue: Enqueue, slot: Slot): void {
-  if (retireIfDue(context, enqueue, slot)) return;
-  for (;;) {
-    const call = context.queue.next(slot.index);
-    if (!call) {
-      context.idle.add(slot.index);
-      slot.idleSince = now();
-      return;
-    }
-    const pinned = pinnedSlot(context, call);
-    if (pinned && pinned !== slot) {
-      // Its session was pinned elsewhere after it was queued: wait there instead.
-      if (context.idle.has(pinned.index) && isWorkerIdle(pinned.ref!)) {
-        dispatch(context, enqueue, pinned, call);
-      } else {
-        context.queue.requeue(call, pinned.index);
-      }
-      continue;
-    }
-    dispatch(context, enqueue, slot, call);
-    return;
-  }
-}
-
-/** Matches every idle worker with waiting calls (after calls were moved around). */
-function serveAll(context: SupervisorContext, enqueue: Enqueue): void {
-  for (const index of [...context.idle]) {
-    const slot = context.slots[index]!;
-    context.idle.delete(index);
-    serve(context, enqueue, slot);
-  }
-}
-
-function rejectQueued(context: SupervisorContext, error: () => PyvisorError): void {
-  for (const call of context.queue.drain()) call.reject(error());
-}
-
-function circuitBlocksCalls(context: SupervisorContext): boolean {
-  return context.circuitState !== 'closed' && context.readyCount === 0;
 }
 
 /** Starts a new process in `slot`. */
@@ -351,7 +279,12 @@ function startWorker(context: SupervisorContext, enqueue: Enqueue, slot: Slot): 
         maxCalls: Number.POSITIVE_INFINITY,
       },
     }) as WorkerActor;
-    ref.on('*', (event) => self.send(event as SupervisorEvent));
+    ref.on('*', (event) => {
+      // A worker that became idle takes its next call at once (no supervisor event per call).
+      const current = (self as SupervisorActor).getSnapshot().context;
+      if (event.type === 'worker.idle' && current.routing) serveIdle(current, event);
+      else self.send(event as SupervisorEvent);
+    });
     slot.ref = ref;
     input.onWorkerSpawned(index, ref);
   });
@@ -367,10 +300,6 @@ function startIfAllowed(context: SupervisorContext, enqueue: Enqueue, slot: Slot
   } else {
     slot.blocked = true;
   }
-}
-
-function stopWorker(enqueue: Enqueue, slot: Slot, reason: StopReason): void {
-  if (slot.ref) enqueue.sendTo(slot.ref, { type: 'worker.stop', reason } satisfies WorkerEvent);
 }
 
 function cancelRestarts(context: SupervisorContext, enqueue: Enqueue): void {
@@ -465,38 +394,8 @@ export const supervisorMachine = setup({
       context.spec = workerSpec(context.options, (event as unknown as { output: string }).output);
       for (const slot of context.slots) startIfAllowed(context, enqueue, slot);
     }),
-    'route call': enqueueActions(({ context, event, enqueue: raw }) => {
-      const enqueue = effects(raw);
-      if (event.type !== 'call.requested') return;
-      const call = event.call;
-      if (call.settled) return;
-      const pinned = pinnedSlot(context, call);
-      if (pinned) {
-        context.sessions.bind(call.session!, pinned.index, pinned.generation, now());
-        if (context.idle.has(pinned.index) && isWorkerIdle(pinned.ref!)) {
-          dispatch(context, enqueue, pinned, call);
-          return;
-        }
-      } else {
-        for (const index of context.idle) {
-          const slot = context.slots[index]!;
-          if (isWorkerIdle(slot.ref!)) {
-            dispatch(context, enqueue, slot, call);
-            return;
-          }
-          // Not idle after all (it is ending); its exit event will clean up.
-          context.idle.delete(index);
-        }
-        if (circuitBlocksCalls(context)) {
-          call.reject(new CircuitOpenError(context.lastStartError));
-          return;
-        }
-      }
-      if (context.queue.size >= context.options.maxQueue) {
-        call.reject(new QueueFullError(context.options.maxQueue));
-        return;
-      }
-      context.queue.push(call, pinned?.index);
+    'route call': enqueueActions(({ context, event, enqueue }) => {
+      if (event.type === 'call.requested') routeCall(context, effects(enqueue), event.call);
     }),
     'reject call as failed': ({ context, event }) => {
       if (event.type === 'call.requested') {
@@ -537,12 +436,8 @@ export const supervisorMachine = setup({
       });
       if (context.readyCount === context.options.size) enqueue.emit({ type: 'pool.ready' });
     }),
-    'serve idle worker': enqueueActions(({ context, event, enqueue: raw }) => {
-      const enqueue = effects(raw);
-      if (event.type !== 'worker.idle') return;
-      const slot = context.slots[event.workerId];
-      if (!slot || slot.generation !== event.generation || !slot.ref) return;
-      serve(context, enqueue, slot);
+    'serve idle worker': enqueueActions(({ context, event, enqueue }) => {
+      if (event.type === 'worker.idle') serveIdle(context, event, effects(enqueue));
     }),
     'requeue bounced call': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
@@ -687,6 +582,7 @@ export const supervisorMachine = setup({
       }
     }),
     'shut down for failure': enqueueActions(({ context, enqueue: raw }) => {
+      context.routing = false;
       const enqueue = effects(raw);
       rejectQueued(context, () => context.failure!);
       cancelRestarts(context, enqueue);
@@ -695,6 +591,7 @@ export const supervisorMachine = setup({
       for (const slot of context.slots) stopWorker(enqueue, slot, 'failed');
     }),
     'begin closing': enqueueActions(({ context, event, enqueue: raw }) => {
+      context.routing = false;
       const enqueue = effects(raw);
       rejectQueued(context, () => new PoolClosedError('The pool closed before the call started'));
       cancelRestarts(context, enqueue);
@@ -758,6 +655,11 @@ export const supervisorMachine = setup({
       readyCount: 0,
       lastStartError: null,
       failure: null,
+      routing: true,
+      direct: {
+        sendTo: (ref, event) => ref.send(event),
+        emit: (event) => input.onRoutingEvent(event),
+      },
     };
   },
   initial: 'up',
@@ -847,3 +749,24 @@ export const supervisorMachine = setup({
 
 /** A running supervisor actor. */
 export type SupervisorActor = ActorRefFrom<typeof supervisorMachine>;
+
+/** Gives the worker that reported idle its next call (stale reports are ignored). */
+function serveIdle(
+  context: SupervisorContext,
+  event: Extract<WorkerEmitted, { type: 'worker.idle' }>,
+  enqueue: RoutingEffects = context.direct,
+): void {
+  const slot = context.slots[event.workerId];
+  if (!slot || slot.generation !== event.generation || !slot.ref) return;
+  serve(context, enqueue, slot);
+}
+
+/**
+ * Submits a new call: routed at once while the pool is up (no machine event), else through the
+ * supervisor, which rejects it with the reason the pool is not taking calls.
+ */
+export function submitCall(supervisor: SupervisorActor, call: PendingCall): void {
+  const { context } = supervisor.getSnapshot();
+  if (context.routing) routeCall(context, context.direct, call);
+  else supervisor.send({ type: 'call.requested', call });
+}
