@@ -895,15 +895,15 @@ def _serve():
         if _forked:  # a child forked by the handler returned here: it is not the worker
             os._exit(0)
         _rlock.acquire()
-        _current_msg = None
-        _stream_id = None
-        # Sent before disarming, which takes an epoll_ctl off the round trip. Node needs far
-        # longer than this to answer; if its next frame does arrive while still armed, the helper
-        # wakes, waits for _rlock, and finds the frame already read by this thread (or queues it).
-        _send(reply)
         if epoll:
             _armed = False
             ep_modify(in_fd, 0)
+        _current_msg = None
+        _stream_id = None
+        # Sent after disarming, so the next call is read by this thread, not the helper, and a
+        # handler that broke the request pipe fails its own call (the disarm dies with exit 3
+        # before the reply), not the next one. Sending first would save one epoll_ctl (~2 us).
+        _send(reply)
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ export {
   circuitMachine,
 } from './circuit.machine.js';
 export {
+  type CallSource,
   type StopReason,
   WORKER_EVENT_TYPES,
   type WorkerActor,

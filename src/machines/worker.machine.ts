@@ -42,6 +42,18 @@ export interface WorkerCall {
   end(): void;
 }
 
+/**
+ * Where a busy worker finds its next call when it finishes one (the pool's checkout queue). With
+ * it, a worker under load goes from one call to the next in the reply's event, without passing
+ * through `ready.idle`; without it (or when nothing waits), it goes idle and says so.
+ */
+export interface CallSource {
+  /** A call is waiting that this worker may take now. Must not change anything. */
+  waiting(workerId: number, generation: number): boolean;
+  /** Takes the call `waiting` saw; called right after it returned true. */
+  take(workerId: number, generation: number): WorkerCall | undefined;
+}
+
 /** Why a worker ended; one final state each (`stopped` covers planned stops and recycling). */
 export type WorkerExitReason =
   | 'stopped'
@@ -87,6 +99,8 @@ export interface WorkerInput {
   stopTimeout: number;
   /** Retire (stop gracefully) after this many calls. */
   maxCalls: number;
+  /** The queue to take the next call from when one finishes (see {@link CallSource}). */
+  calls?: CallSource;
 }
 
 /** Events a worker machine receives. */
@@ -234,6 +248,11 @@ function afterReply(settle: 'resolve call' | 'forget call') {
       target: '#worker.alive.stopping',
       actions: [settle, 'note retirement'],
     },
+    {
+      guard: and(['reply is for the running call', 'a call is waiting']),
+      target: '#worker.alive.busy',
+      actions: [settle, 'start waiting call'],
+    },
     { guard: 'reply is for the running call', target: '#worker.alive.ready', actions: settle },
     { target: '#worker.alive.killing', actions: 'end as protocol error' },
   ] as const;
@@ -283,6 +302,8 @@ export const workerMachine = setup({
       event.type === 'stream.credit' && isCurrentCall(context, event.callId),
     'pong answers the check': ({ context, event }) =>
       event.type === 'python.pong' && event.message.id === context.pingId,
+    'a call is waiting': ({ context }) =>
+      context.input.calls?.waiting(context.workerId, context.generation) ?? false,
     'should retire': ({ context }) =>
       context.stopReason !== null || context.calls >= context.input.maxCalls,
     'ending is': ({ context }, params: { reason: WorkerExitReason }) =>
@@ -316,6 +337,13 @@ export const workerMachine = setup({
     'start call': assign(({ context, event }) => {
       if (event.type !== 'call.start') return {};
       const call = event.call;
+      call.dispatched(context.workerId, context.port, context.pid);
+      context.transport!.send(call.frame);
+      return { call, calls: context.calls + 1 };
+    }),
+    'start waiting call': assign(({ context }) => {
+      // The guard just saw it, in the same synchronous step, so it is there.
+      const call = context.input.calls!.take(context.workerId, context.generation)!;
       call.dispatched(context.workerId, context.port, context.pid);
       context.transport!.send(call.frame);
       return { call, calls: context.calls + 1 };

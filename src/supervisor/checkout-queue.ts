@@ -108,6 +108,27 @@ export class CheckoutQueue<C extends QueuedCall> {
     }
   }
 
+  /**
+   * The call `next(slot)` would return, left in place (calls that settled while waiting are
+   * cleared from the heads on the way, as `next` would).
+   */
+  peek(slot: number): C | undefined {
+    const own = this.#pinned[slot]!;
+    for (;;) {
+      const a = own.peek();
+      const b = this.#any.peek();
+      if (a === undefined && b === undefined) return undefined;
+      const fromOwn = a !== undefined && (b === undefined || a.seq < b.seq);
+      const call = (fromOwn ? a : b)!;
+      if (call.queued && !call.settled) return call;
+      (fromOwn ? own : this.#any).shift();
+      if (call.queued) {
+        call.queued = false;
+        this.#size--;
+      }
+    }
+  }
+
   /** A queued call settled on its own (timeout, abort); it is skipped when reached. */
   dropped(call: C): void {
     if (!call.queued) return;

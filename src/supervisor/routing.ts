@@ -37,6 +37,12 @@ export function dispatch(
   call: PendingCall,
 ) {
   context.idle.delete(slot.index);
+  claim(context, enqueue, slot, call);
+  enqueue.sendTo(slot.ref!, { type: 'call.start', call });
+}
+
+/** The bookkeeping of a call going to `slot`: counters and the session pin. */
+function claim(context: SupervisorContext, enqueue: RoutingEffects, slot: Slot, call: PendingCall) {
   slot.calls++;
   slot.processCalls++;
   if (call.session !== undefined) {
@@ -50,7 +56,30 @@ export function dispatch(
       });
     }
   }
-  enqueue.sendTo(slot.ref!, { type: 'call.start', call });
+}
+
+/**
+ * Whether the busy worker in `slot`, on finishing its call, can take the next one at once (in
+ * the same machine event as the reply). Only the plain case: anything that needs a decision
+ * (retirement, a call whose session moved to another worker) goes through `serve`.
+ */
+export function callWaitingFor(context: SupervisorContext, slot: Slot): boolean {
+  if (!context.routing || slot.processCalls >= context.options.recycle.maxCalls) return false;
+  const call = context.queue.peek(slot.index);
+  if (!call) return false;
+  const pinned = call.session === undefined ? undefined : pinnedSlot(context, call);
+  return pinned === undefined || pinned === slot;
+}
+
+/** Takes the call `callWaitingFor` saw, for the worker in `slot` that is about to run it. */
+export function takeWaitingCall(
+  context: SupervisorContext,
+  enqueue: RoutingEffects,
+  slot: Slot,
+): PendingCall | undefined {
+  const call = context.queue.next(slot.index);
+  if (call) claim(context, enqueue, slot, call);
+  return call;
 }
 
 /** Where a call must wait, if its session pins it to a live worker. */

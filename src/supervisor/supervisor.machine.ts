@@ -39,6 +39,7 @@ import { backoffDelay } from './backoff.js';
 import { CheckoutQueue } from './checkout-queue.js';
 import { RestartIntensity } from './restart-intensity.js';
 import {
+  callWaitingFor,
   circuitBlocksCalls,
   now,
   type RoutingEffects,
@@ -47,6 +48,7 @@ import {
   serve,
   serveAll,
   stopWorker,
+  takeWaitingCall,
 } from './routing.js';
 import { SessionTable } from './sessions.js';
 
@@ -277,6 +279,16 @@ function startWorker(context: SupervisorContext, enqueue: Enqueue, slot: Slot): 
         stopTimeout: options.stopTimeout,
         // recycle.maxCalls is applied by the supervisor (see retireIfDue).
         maxCalls: Number.POSITIVE_INFINITY,
+        calls: {
+          waiting: (_, gen) => {
+            const current = (self as SupervisorActor).getSnapshot().context;
+            return gen === slot.generation && callWaitingFor(current, slot);
+          },
+          take: () => {
+            const current = (self as SupervisorActor).getSnapshot().context;
+            return takeWaitingCall(current, current.direct, slot);
+          },
+        },
       },
     }) as WorkerActor;
     ref.on('*', (event) => {

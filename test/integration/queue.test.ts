@@ -1,0 +1,60 @@
+// A busy worker takes the next waiting call in the same machine event as the reply (no pass
+// through ready.idle, no supervisor event): these drive that path against real Python workers.
+import { describe, expect, it } from 'vitest';
+import { nextEvent, testPool } from '../helpers.js';
+
+describe('queued calls on a busy worker', () => {
+  it('run back to back: the worker stays busy from the first call to the last', async () => {
+    const pool = testPool({});
+    await pool.ready();
+    const states: string[] = [];
+    pool.on('worker.state', (e) => states.push(`${e.from}->${e.to}`));
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => pool.call('add', [i, 1])),
+    );
+    expect(results).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    expect(states).toEqual(['ready->busy', 'busy->ready']);
+    expect(pool.stats().workers[0]!.calls).toBe(20);
+  });
+
+  it('a cancelled call hands its worker the next waiting call', async () => {
+    const pool = testPool({});
+    await pool.ready();
+    const controller = new AbortController();
+    const slow = pool.call('sleep', [30], { signal: controller.signal }).catch((e: unknown) => e);
+    const queued = pool.call('add', [2, 3]);
+    expect(pool.stats().queued).toBe(1);
+    controller.abort();
+    expect(((await slow) as Error).name).toBe('AbortError');
+    expect(await queued).toBe(5);
+    expect(pool.stats().workers[0]!.restarts).toBe(0);
+  });
+
+  it('recycle.maxCalls still retires a worker between queued calls', async () => {
+    const pool = testPool({ recycle: { maxCalls: 3 } });
+    await pool.ready();
+    const pid = await pool.call<number>('pid');
+    const recycled = nextEvent(pool, 'worker.restart', (e) => e.reason === 'recycled');
+    const pids = await Promise.all(Array.from({ length: 8 }, () => pool.call<number>('pid')));
+    await recycled;
+    // Calls 1-3 on the first process, 4-6 on the second, 7-9 on the third.
+    expect(pids.slice(0, 2)).toEqual([pid, pid]);
+    expect(new Set(pids.slice(2, 5)).size).toBe(1);
+    expect(pids[2]).not.toBe(pid);
+    expect(new Set(pids.slice(5)).size).toBe(1);
+    expect(pids[5]).not.toBe(pids[2]);
+  });
+
+  it('a session pinned to a busy worker waits for it, not for another', async () => {
+    const pool = testPool({ size: 2 });
+    await pool.ready();
+    const home = await pool.call<number>('pid', [], { session: 's' });
+    const busy = pool.call('sleep', [0.2], { session: 's' });
+    // The other worker is free; pinned calls still queue behind the home worker.
+    const pinned = Array.from({ length: 3 }, () => pool.call<number>('pid', [], { session: 's' }));
+    const free = await pool.call<number>('pid');
+    expect(free).not.toBe(home);
+    await busy;
+    expect(await Promise.all(pinned)).toEqual([home, home, home]);
+  });
+});
