@@ -209,16 +209,25 @@ function extract(v: unknown, attachments: Buffer[], active: Set<object>): unknow
 const INLINE_BELOW = 16 * 1024;
 
 /**
- * The buffers to write for a call frame followed by its attachments, in order. Large attachments
- * are passed through as they are (no copy); small ones are packed with the length headers.
+ * What to write for a call frame followed by its attachments, in order: one Buffer when every
+ * attachment is small (a single plain write), else several, where the large attachments are
+ * passed through as they are (no copy) and the small ones are packed with the length headers.
  */
-export function withAttachments(frame: Buffer, attachments: readonly Buffer[]): Buffer[] {
+export function withAttachments(frame: Buffer, attachments: readonly Buffer[]): Buffer | Buffer[] {
   let packed = 0;
-  for (const a of attachments) packed += HEADER + (a.length < INLINE_BELOW ? a.length : 0);
-  const heads = Buffer.allocUnsafe(packed);
-  const out: Buffer[] = [frame];
+  let large = 0;
+  for (const a of attachments) {
+    packed += HEADER;
+    if (a.length < INLINE_BELOW) packed += a.length;
+    else large++;
+  }
+  // Without large attachments the call frame goes into the same buffer.
+  const lead = large === 0 ? frame.length : 0;
+  const heads = Buffer.allocUnsafe(lead + packed);
+  if (lead > 0) heads.set(frame, 0);
+  const out: Buffer[] = lead > 0 ? [] : [frame];
   let start = 0;
-  let off = 0;
+  let off = lead;
   for (const a of attachments) {
     heads.writeUInt32BE(a.length, off);
     off += HEADER;
@@ -230,9 +239,13 @@ export function withAttachments(frame: Buffer, attachments: readonly Buffer[]): 
       start = off;
     }
   }
+  if (large === 0) return heads;
   if (off > start) out.push(heads.subarray(start, off));
   return out;
 }
+
+// Frames at least this large are assembled as they arrive (see FrameDecoder).
+const BIG_FRAME = 128 * 1024;
 
 const KNOWN_TYPES = new Set(['ready', 'init_error', 'ok', 'item', 'end', 'err', 'pong']);
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -246,6 +259,10 @@ export class FrameDecoder {
   #buffered = 0;
   #need = -1;
   readonly #maxSize: number;
+  // A large frame is copied into its own buffer as its chunks arrive (while the rest is still on
+  // its way, and while each chunk is still in the cache), not all at once at the end.
+  #big: Buffer | null = null;
+  #bigOff = 0;
   // A message whose attachments are still coming: its announced count, those read, their bytes.
   #held: PythonMessage | null = null;
   #want = 0;
@@ -258,11 +275,27 @@ export class FrameDecoder {
 
   /** Bytes received but not yet part of a complete message (a frame and its attachments). */
   get pending(): number {
-    return this.#buffered + this.#heldBytes;
+    return this.#buffered + this.#heldBytes + (this.#need >= 0 ? HEADER + this.#bigOff : 0);
   }
 
   /** Feeds a chunk; calls `onMessage` for each complete message in it. */
   push(chunk: Buffer, onMessage: (message: PythonMessage) => void): void {
+    const big = this.#big;
+    if (big !== null) {
+      const want = this.#need - this.#bigOff;
+      if (chunk.length < want) {
+        big.set(chunk, this.#bigOff);
+        this.#bigOff += chunk.length;
+        return;
+      }
+      big.set(want === chunk.length ? chunk : chunk.subarray(0, want), this.#bigOff);
+      this.#big = null;
+      this.#bigOff = 0;
+      this.#need = -1;
+      this.#body(big, onMessage);
+      if (chunk.length === want) return;
+      chunk = chunk.subarray(want);
+    }
     this.#chunks.push(chunk);
     this.#buffered += chunk.length;
     for (;;) {
@@ -277,44 +310,63 @@ export class FrameDecoder {
         }
         this.#need = length;
       }
-      if (this.#buffered < this.#need) return;
+      if (this.#buffered < this.#need) {
+        if (this.#need >= BIG_FRAME) {
+          const target = Buffer.allocUnsafe(this.#need);
+          let off = 0;
+          for (const c of this.#chunks) {
+            target.set(c, off);
+            off += c.length;
+          }
+          this.#chunks = [];
+          this.#buffered = 0;
+          this.#big = target;
+          this.#bigOff = off;
+        }
+        return;
+      }
       const body = this.#take(this.#need);
       this.#need = -1;
-      if (this.#held !== null) {
-        // Small attachments are copied, so a kept result does not pin a whole 64 KiB read chunk.
-        this.#attachments.push(body.length < 4096 ? Buffer.from(body) : body);
-        this.#heldBytes += HEADER + body.length;
-        if (this.#attachments.length < this.#want) continue;
-        const message = this.#held;
-        const attachments = this.#attachments;
-        this.#held = null;
-        this.#attachments = [];
-        this.#heldBytes = 0;
-        restoreBinary(message as { v: unknown }, attachments);
-        onMessage(message);
-        continue;
-      }
-      const message = parseBody(body);
-      const b = (message as { b?: unknown }).b;
-      if (b === undefined) {
-        onMessage(message);
-        continue;
-      }
-      if (
-        typeof b !== 'number' ||
-        !Number.isInteger(b) ||
-        b < 1 ||
-        (message.t !== 'ok' && message.t !== 'item')
-      ) {
-        throw new ProtocolError(
-          `Worker sent a '${message.t}' frame with a bad attachment count (b): ${preview(JSON.stringify(b) ?? '')}`,
-        );
-      }
-      delete (message as { b?: unknown }).b;
-      this.#held = message;
-      this.#want = b;
-      this.#heldBytes = HEADER + body.length;
+      this.#body(body, onMessage);
     }
+  }
+
+  /** A complete frame body: a message, or an attachment of the held one. */
+  #body(body: Buffer, onMessage: (message: PythonMessage) => void): void {
+    if (this.#held !== null) {
+      // Small attachments are copied, so a kept result does not pin a whole 64 KiB read chunk.
+      this.#attachments.push(body.length < 4096 ? Buffer.from(body) : body);
+      this.#heldBytes += HEADER + body.length;
+      if (this.#attachments.length < this.#want) return;
+      const message = this.#held;
+      const attachments = this.#attachments;
+      this.#held = null;
+      this.#attachments = [];
+      this.#heldBytes = 0;
+      restoreBinary(message as { v: unknown }, attachments);
+      onMessage(message);
+      return;
+    }
+    const message = parseBody(body);
+    const b = (message as { b?: unknown }).b;
+    if (b === undefined) {
+      onMessage(message);
+      return;
+    }
+    if (
+      typeof b !== 'number' ||
+      !Number.isInteger(b) ||
+      b < 1 ||
+      (message.t !== 'ok' && message.t !== 'item')
+    ) {
+      throw new ProtocolError(
+        `Worker sent a '${message.t}' frame with a bad attachment count (b): ${preview(JSON.stringify(b) ?? '')}`,
+      );
+    }
+    delete (message as { b?: unknown }).b;
+    this.#held = message;
+    this.#want = b;
+    this.#heldBytes = HEADER + body.length;
   }
 
   #take(n: number): Buffer {

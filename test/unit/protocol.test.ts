@@ -194,7 +194,7 @@ describe('binary values: finding them in call arguments', () => {
     const small = Buffer.from('ab');
     const large = Buffer.alloc(20000, 7);
     const json = encodeFrame('{"t":"call","id":1,"fn":"f","args":[],"b":3}');
-    const parts = withAttachments(json, [small, large, Buffer.alloc(0)]);
+    const parts = withAttachments(json, [small, large, Buffer.alloc(0)]) as Buffer[];
     expect(parts[0]).toBe(json);
     expect(parts).toContain(large); // passed through, not copied
     const all = Buffer.concat(parts);
@@ -208,6 +208,10 @@ describe('binary values: finding them in call arguments', () => {
     expect(bodies.map((b) => b.length)).toEqual([2, 20000, 0]);
     expect(bodies[0]!.equals(small)).toBe(true);
     expect(bodies[1]!.equals(large)).toBe(true);
+    // Only small attachments: one buffer, one plain write.
+    const one = withAttachments(json, [small, small]);
+    expect(Buffer.isBuffer(one)).toBe(true);
+    expect(Buffer.concat([json, frame(small), frame(small)]).equals(one as Buffer)).toBe(true);
   });
 });
 
@@ -241,6 +245,41 @@ describe('binary values: decoding replies with attachments', () => {
       expect((out[2] as { v: Buffer }).v.toString()).toBe('z');
       expect('b' in out[0]!).toBe(false);
     }
+  });
+
+  it('assembles large frames and attachments as their chunks arrive', () => {
+    const text = 'é'.repeat(150_000);
+    const big = Buffer.alloc(300_000);
+    for (let i = 0; i < big.length; i++) big[i] = i & 0xff;
+    const bytes = Buffer.concat([
+      frame(JSON.stringify({ t: 'ok', id: 1, v: text })),
+      binaryReply({ t: 'item', id: 2, v: [{ [BINARY_KEY]: 0 }, { [BINARY_KEY]: 1 }] }, [
+        big,
+        Buffer.from('tail'),
+      ]),
+      frame('{"t":"end","id":2}'),
+    ]);
+    for (const step of [7, 4096, 65_536, 100_000, bytes.length]) {
+      const out = decodeAll(bytes, step);
+      expect(out.map((m) => m.t)).toEqual(['ok', 'item', 'end']);
+      expect((out[0] as { v: string }).v).toBe(text);
+      const [a, b] = (out[1] as { v: [Buffer, Buffer] }).v;
+      expect(a.equals(big)).toBe(true);
+      expect(b.toString()).toBe('tail');
+    }
+  });
+
+  it('counts a started frame as pending, header included', () => {
+    const decoder = new FrameDecoder();
+    const bytes = frame(JSON.stringify({ t: 'ok', id: 1, v: 'x'.repeat(200_000) }));
+    decoder.push(bytes.subarray(0, 4), () => {});
+    expect(decoder.pending).toBe(4);
+    decoder.push(bytes.subarray(4, 70_000), () => {});
+    expect(decoder.pending).toBe(70_000);
+    const out: PythonMessage[] = [];
+    decoder.push(bytes.subarray(70_000), (m) => out.push(m));
+    expect(out).toHaveLength(1);
+    expect(decoder.pending).toBe(0);
   });
 
   it('reports a message with attachments as pending until the last one is in', () => {
