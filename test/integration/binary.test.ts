@@ -139,7 +139,7 @@ describe('binary payloads (Buffer ⇄ bytes)', () => {
     expect(await pool.call('pid')).toBe(pid);
   });
 
-  it.each(['index', 'count', 'unreferenced', 'huge', 'on_end'])(
+  it.each(['index', 'count', 'unreferenced', 'huge', 'on_end', 'truncated'])(
     'garbled attachments from Python (%s) fail that call with ERR_PROTOCOL and replace the worker',
     async (kind) => {
       const pool = testPool({ script, size: 2, maxMessageSize: 1 << 20 });
