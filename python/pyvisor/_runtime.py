@@ -719,10 +719,21 @@ def _take_attachments():
     return msg
 
 
+_SCRATCH_MAX = 1 << 20  # attachments up to this size are read into one reused buffer
+_scratch = bytearray()
+
+
 def _read_big(n):
     """Read an n-byte attachment whose header is at the start of _buf, straight into one
     buffer (blocking until it is complete: the rest of it is on its way), as bytes."""
-    out = bytearray(n)
+    global _scratch
+    if n <= _SCRATCH_MAX:
+        # Reused: a fresh buffer per call costs page faults (malloc trims and regrows the heap).
+        if len(_scratch) < n:
+            _scratch = bytearray(n)
+        out = _scratch
+    else:
+        out = bytearray(n)
     with memoryview(out) as dst:
         have = len(_buf) - 4
         with memoryview(_buf) as src:
@@ -732,13 +743,13 @@ def _read_big(n):
         readv = os.readv
         while pos < n:
             try:
-                k = readv(_in_fd, [dst[pos:]])
+                k = readv(_in_fd, [dst[pos:n]])
             except OSError:
                 os._exit(0)
             if not k:
                 _protocol_error("request pipe closed in the middle of a frame")
             pos += k
-    return bytes(out)
+        return bytes(dst[:n]) if out is _scratch else bytes(out)
 
 
 def _restore(args, atts):
