@@ -127,7 +127,7 @@ describe('binary values: finding them in call arguments', () => {
     for (let i = 0; i < n; i++) if (mayHoldBinary(args) || mayHoldBinary(objArgs)) found++;
     const perCall = ((performance.now() - t0) * 1000) / n;
     expect(found).toBe(0);
-    expect(perCall).toBeLessThan(0.5); // µs, for both scans together (typically ~0.02)
+    expect(perCall).toBeLessThan(1); // µs, for both scans together (typically ~0.03)
   });
 
   it('gives up on deep or cyclic values conservatively, and extractBinary settles it', () => {
