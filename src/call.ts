@@ -18,7 +18,8 @@ export interface CallOwner {
 export interface CallInit {
   id: number;
   fn: string;
-  frame: Buffer;
+  /** The encoded `call` frame, or the frame and its attachment frames. */
+  frame: Buffer | readonly Buffer[];
   stream: boolean;
   session: string | undefined;
   timeout: number | undefined;
@@ -42,7 +43,7 @@ const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
 export class PendingCall {
   readonly id: number;
   readonly fn: string;
-  readonly frame: Buffer;
+  readonly frame: Buffer | readonly Buffer[];
   readonly stream: boolean;
   readonly session: string | undefined;
   readonly createdAt: number = performance.now();

@@ -15,7 +15,14 @@ import { resolveInterpreter } from './interpreter.js';
 import { attachLogger } from './logger.js';
 import type { WorkerActor } from './machines/worker.machine.js';
 import { duration, type NormalizedOptions, normalizeOptions, type PoolOptions } from './options.js';
-import { type CallRequest, encodeFrame } from './protocol.js';
+import {
+  type BinaryArgs,
+  type CallRequest,
+  encodeFrame,
+  extractBinary,
+  mayHoldBinary,
+  withAttachments,
+} from './protocol.js';
 import {
   type SupervisorEmitted,
   type SupervisorEvent,
@@ -381,13 +388,22 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     const telemetry = this.#telemetry.startCall(fn, session);
     const tp = telemetry?.traceparent;
     let json: string;
+    let binary: BinaryArgs | null = null;
     try {
-      const request: CallRequest = { t: 'call', id, fn, args: args as unknown[] };
+      // Binary values travel as attachment frames; the scan allocates nothing when there is none.
+      if (mayHoldBinary(args)) binary = extractBinary(args);
+      const request: CallRequest = {
+        t: 'call',
+        id,
+        fn,
+        args: binary ? binary.args : (args as unknown[]),
+      };
       if (stream) {
         request.stream = true;
         request.credit = STREAM_WINDOW;
       }
       if (tp) request.tp = tp;
+      if (binary) request.b = binary.attachments.length;
       json = JSON.stringify(request);
     } catch (cause) {
       const error = new SerializationError(
@@ -398,13 +414,26 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       throw error;
     }
     // encodeFrame measures the UTF-8 length once; the header holds it.
-    const frame = encodeFrame(json);
+    let frame: Buffer | Buffer[] = encodeFrame(json);
     if (frame.length - 4 > this.options.maxMessageSize) {
       const error = new SerializationError(
         `The arguments of '${fn}' are larger than maxMessageSize (${this.options.maxMessageSize} bytes)`,
       );
       telemetry?.settled(error.code, error, 0);
       throw error;
+    }
+    if (binary) {
+      // Each attachment is a frame of its own, under the same limit.
+      for (const a of binary.attachments) {
+        if (a.length > this.options.maxMessageSize) {
+          const error = new SerializationError(
+            `The arguments of '${fn}' hold a ${a.length}-byte binary value, larger than maxMessageSize (${this.options.maxMessageSize} bytes)`,
+          );
+          telemetry?.settled(error.code, error, 0);
+          throw error;
+        }
+      }
+      frame = withAttachments(frame, binary.attachments);
     }
     return new PendingCall({
       id,

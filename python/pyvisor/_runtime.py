@@ -26,6 +26,12 @@ is the only reader of frames and _send() the only writer. Frames larger than
 PYVISOR_MAX_MESSAGE (default 256 MiB) are a protocol error when received; an outgoing reply
 that would be larger becomes an ``err`` of kind ``serialization`` instead.
 
+Binary values (call args; ok/item values): a JSON frame with a field "b": K is followed by K
+attachment frames (same 4-byte length, raw bytes as the body); in the JSON, attachment i is the
+placeholder {"__pyvisor_bytes__": i}, and a user dict that has the key "__pyvisor_bytes__" is
+escaped as {"__pyvisor_bytes__": "escape", "v": dict}. Attachments arrive as bytes; bytes,
+bytearray and memoryview results are sent as attachments. Frames without "b" are unchanged.
+
 Exit codes: 0 after ``exit``, on EOF of the request pipe, or when the reply pipe is closed by
 Node (EPIPE); 1 init error, or the parent is already gone at start-up; 2 bad usage (no script
 argument, fds 3/4 not open); 3 protocol error (malformed frame from Node) or an unusable reply
@@ -116,8 +122,14 @@ _credit_evt = _thread.allocate_lock()  # released by the helper when credit arri
 
 _forked = False  # True in a child forked by a handler (see _after_fork_in_child)
 
+_held = None  # a request frame with "b" whose attachments are still being read
+_held_n = 0  # how many attachments it announced
+_held_atts = []  # the attachments read so far
+_held_skip = False  # the frame was answered already (RecursionError): drop it with them
+
 _os_read = os.read
 _os_writev = os.writev
+_IOV_MAX = 512  # parts per writev() (Linux allows 1024)
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,6 +140,20 @@ _os_writev = os.writev
 
 
 def _json_default(o):
+    raise TypeError("Object of type %s is not JSON serializable" % type(o).__name__)
+
+
+_BKEY = "__pyvisor_bytes__"  # placeholder key of binary values (see Binary values above)
+_BKEY_JSON = '"__pyvisor_bytes__"'
+_BINARY = (bytes, bytearray, memoryview)
+_attach = []  # binary values met by _value_default during one _dumps (main thread only)
+
+
+def _value_default(o):
+    """The encoder's hook for values JSON cannot hold: binary values become placeholders."""
+    if isinstance(o, _BINARY):
+        _attach.append(o)
+        return {_BKEY: len(_attach) - 1}
     raise TypeError("Object of type %s is not JSON serializable" % type(o).__name__)
 
 
@@ -151,10 +177,10 @@ try:
     _ctx.memo = {}
     _scan_once = _json.make_scanner(_ctx)
 
-    def _new_encoder(markers, ascii_only):
+    def _new_encoder(markers, ascii_only, default=_json_default):
         return _json.make_encoder(
             markers,
-            _json_default,
+            default,
             _json.encode_basestring_ascii if ascii_only else _json.encode_basestring,
             None,
             ":",
@@ -165,7 +191,7 @@ try:
         )
 
     _markers = {}
-    _main_encoder = _new_encoder(_markers, False)
+    _main_encoder = _new_encoder(_markers, False, _value_default)
     if "".join(_main_encoder({"a": [1, 2.5, None, True, "\u00e9"]}, 0)) != (
         '{"a":[1,2.5,null,true,"\u00e9"]}'
     ):
@@ -179,9 +205,9 @@ try:
             _markers.clear()  # an aborted encode leaves stale entries behind
             raise
 
-    def _dumps_any(v, ascii_only):
+    def _dumps_any(v, ascii_only, default=_json_default):
         """Encode v from any thread."""
-        return "".join(_new_encoder({}, ascii_only)(v, 0))
+        return "".join(_new_encoder({}, ascii_only, default)(v, 0))
 
     def _loads(s):
         try:
@@ -198,15 +224,15 @@ except (ImportError, AttributeError, TypeError):  # pragma: no cover - CPython h
     import json as _jsonmod
 
     _main_enc = _jsonmod.JSONEncoder(
-        separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+        separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_value_default
     )
 
     def _dumps(v):
         return _main_enc.encode(v)
 
-    def _dumps_any(v, ascii_only):
+    def _dumps_any(v, ascii_only, default=_json_default):
         return _jsonmod.JSONEncoder(
-            separators=(",", ":"), ensure_ascii=ascii_only, allow_nan=False, default=_json_default
+            separators=(",", ":"), ensure_ascii=ascii_only, allow_nan=False, default=default
         ).encode(v)
 
     def _loads(s):
@@ -279,23 +305,38 @@ def _reply_pipe_broken(exc):
 
 
 def _send(body):
-    """Write one frame. body is bytes, or a list of bytes parts (large values, no copy)."""
+    """Write one frame. body is bytes, a list of bytes parts (large values, no copy), or a
+    tuple of parts that already holds the headers (a frame followed by its attachments)."""
     if _forked:
         os._exit(0)
-    if body.__class__ is bytes:
-        n = len(body)
-        parts = [n.to_bytes(4, "big"), body]
-    else:
+    c = body.__class__
+    if c is bytes:
+        n = len(body) + 4
+        parts = [(n - 4).to_bytes(4, "big"), body]
+    elif c is list:
         n = 0
         for p in body:
             n += len(p)
         parts = [n.to_bytes(4, "big")]
         parts.extend(body)
+        n += 4
+    else:
+        parts = body
+        n = 0
+        for p in body:
+            n += len(p)
     with _wlock:
         try:
-            written = _os_writev(_out_fd, parts)
-            if written != n + 4:
-                _write_rest(parts, written)
+            if len(parts) <= _IOV_MAX:
+                written = _os_writev(_out_fd, parts)
+                if written != n:
+                    _write_rest(parts, written)
+            else:  # many small attachments: writev() takes at most IOV_MAX buffers per call
+                for i in range(0, len(parts), _IOV_MAX):
+                    batch = parts[i : i + _IOV_MAX]
+                    written = _os_writev(_out_fd, batch)
+                    if written != sum([len(p) for p in batch]):
+                        _write_rest(batch, written)
         except OSError as exc:
             _reply_pipe_broken(exc)
 
@@ -335,13 +376,20 @@ def _value_body(t, cid, v, name):
     try:
         s = _dumps(v)
     except _Cancelled:
+        del _attach[:]
         raise
     except BaseException as exc:
+        del _attach[:]
         raise _SerializationError(
             type(exc).__name__,
             "the %s of handler %r cannot be encoded as JSON: %s"
             % ("result" if t == "ok" else "item", name, _safe_str(exc)),
         )
+    if _attach:
+        try:
+            return _binary_body(t, cid, v, s, name)
+        finally:
+            del _attach[:]
     if len(s) < 65536:
         try:
             body = ('{"t":"%s","id":%d,"v":%s}' % (t, cid, s)).encode()
@@ -365,6 +413,116 @@ def _value_body(t, cid, v, name):
         "the %s of handler %r is too large: its frame would be %d bytes, the limit is %d "
         "(PYVISOR_MAX_MESSAGE)" % ("result" if t == "ok" else "item", name, size, _max_message),
     )
+
+
+_INLINE = 16384  # attachments smaller than this are copied next to their header (fewer iovecs)
+
+
+def _binary_body(t, cid, v, s, name):
+    """The frames of an ok/item value holding binary values (_attach, filled by _dumps): a
+    tuple of parts (headers included) for _send. Raises _SerializationError."""
+    what = "result" if t == "ok" else "item"
+    atts = _attach
+    try:
+        if s.count(_BKEY_JSON) != len(atts):
+            # The key (or a string equal to it) occurs in the value itself: escape user dicts
+            # that have the key, so Node cannot mistake them for placeholders.
+            atts = []
+            v = _escape(v, atts, set())
+            s = _dumps_any(v, False)
+        try:
+            sb = s.encode()
+        except UnicodeEncodeError:
+            del _attach[:]
+            sb = _dumps_any(v, True, _value_default).encode()
+        del s
+        head = ('{"t":"%s","id":%d,"v":' % (t, cid)).encode()
+        tail = b',"b":%d}' % len(atts)
+        size = len(head) + len(sb) + len(tail)
+        if size > _max_message:
+            raise _SerializationError(
+                "ValueError",
+                "the %s of handler %r is too large: its frame would be %d bytes, the limit is %d "
+                "(PYVISOR_MAX_MESSAGE)" % (what, name, size, _max_message),
+            )
+        first = bytearray(size.to_bytes(4, "big"))
+        first += head
+        if len(sb) < _INLINE:
+            first += sb
+            first += tail
+            parts = []
+            cur = first
+        else:
+            parts = [first, sb]
+            cur = bytearray(tail)
+        for a in atts:
+            if a.__class__ is not bytes and a.__class__ is not bytearray:
+                a = _flat(a)
+            n = len(a)
+            if n > _max_message:
+                raise _SerializationError(
+                    "ValueError",
+                    "the %s of handler %r holds a %d-byte binary value, over the limit of %d "
+                    "bytes (PYVISOR_MAX_MESSAGE)" % (what, name, n, _max_message),
+                )
+            cur += n.to_bytes(4, "big")
+            if n < _INLINE:
+                cur += a
+            else:
+                parts.append(cur)
+                parts.append(a)
+                cur = bytearray()
+        if cur:
+            parts.append(cur)
+        return tuple(parts)
+    except (_SerializationError, _Cancelled):
+        raise
+    except BaseException as exc:
+        raise _SerializationError(
+            type(exc).__name__,
+            "the %s of handler %r cannot be encoded: %s" % (what, name, _safe_str(exc)),
+        )
+
+
+def _flat(a):
+    """A bytes-like object (memoryview, bytes/bytearray subclass) as a flat buffer whose len()
+    is its size in bytes."""
+    m = memoryview(a)
+    if m.ndim == 1 and m.itemsize == 1 and m.c_contiguous:
+        return m
+    if m.c_contiguous:
+        try:
+            return m.cast("B")
+        except (TypeError, ValueError):
+            pass
+    return m.tobytes()
+
+
+def _escape(v, atts, active):
+    """A copy of v ready for JSON: binary values become placeholders (appended to atts) and
+    dicts that have the placeholder key are escaped. Only used when the key occurs in v."""
+    if isinstance(v, _BINARY):
+        atts.append(v)
+        return {_BKEY: len(atts) - 1}
+    if isinstance(v, dict):
+        i = id(v)
+        if i in active:
+            raise ValueError("Circular reference detected")
+        active.add(i)
+        out = {}
+        for k, x in v.items():
+            out[k] = _escape(x, atts, active)
+        active.discard(i)
+        return {_BKEY: "escape", "v": out} if _BKEY in v else out
+    if isinstance(v, (list, tuple)):
+        i = id(v)
+        if i in active:
+            raise ValueError("Circular reference detected")
+        active.add(i)
+        out = [_escape(x, atts, active) for x in v]
+        active.discard(i)
+        return out
+    return v
 
 
 def _safe_str(exc):
@@ -449,7 +607,7 @@ def _fill():
     except OSError:
         os._exit(0)
     if not data:
-        if _buf:
+        if _buf or _held is not None:
             _protocol_error("request pipe closed in the middle of a frame")
         os._exit(0)
     _buf.extend(data)
@@ -469,7 +627,11 @@ def _guarded_modify(modify):
 
 
 def _take_frame():
-    """Remove one complete frame from _buf and return its message dict, or None."""
+    """Remove one complete message (a frame, with its attachments if it announces any) from
+    _buf and return its message dict, or None."""
+    global _held, _held_n, _held_atts, _held_skip
+    if _held is not None:
+        return _take_attachments()
     b = _buf
     have = len(b)
     if have < 4:
@@ -502,12 +664,137 @@ def _take_frame():
                 "",
             )
         )
+        k = _attachment_count_suffix(body)
+        if k:  # its attachments follow: read and drop them
+            _held, _held_n, _held_atts, _held_skip = _SKIP, k, [], True
+            return _take_attachments()
         return _SKIP
     except Exception as exc:
         _protocol_error("frame body is not UTF-8 JSON (%s: %s)" % (type(exc).__name__, exc))
     if msg.__class__ is not dict:
         _protocol_error("frame body is not a JSON object")
+    if "b" in msg:
+        k = msg["b"]
+        if k.__class__ is not int or k < 1 or msg.get("t") != "call":
+            _protocol_error("'b' (attachment count) must be an integer >= 1, on a 'call' only")
+        _held, _held_n, _held_atts, _held_skip = msg, k, [], False
+        return _take_attachments()
     return msg
+
+
+_BIG_READ = 65536  # an attachment at least this large is read straight into its own buffer
+
+
+def _take_attachments():
+    """Read the attachments of the held frame; return the frame once all are in, else None."""
+    global _held, _held_atts
+    atts = _held_atts
+    b = _buf
+    while len(atts) < _held_n:
+        have = len(b)
+        if have < 4:
+            return None
+        n = int.from_bytes(b[:4], "big")
+        if n > _max_message:
+            _protocol_error(
+                "incoming attachment announces %d bytes, the limit is %d (PYVISOR_MAX_MESSAGE)"
+                % (n, _max_message)
+            )
+        end = n + 4
+        if have >= end:
+            with memoryview(b) as m:
+                data = bytes(m[4:end])
+            del b[:end]
+        elif n >= _BIG_READ:
+            data = _read_big(n)
+        else:
+            return None
+        atts.append(data)
+    msg = _held
+    _held = None
+    _held_atts = []
+    if _held_skip:
+        return _SKIP
+    _restore(msg.get("args"), atts)
+    return msg
+
+
+_SCRATCH_MAX = 1 << 20  # attachments up to this size are read into one reused buffer
+_scratch = bytearray()
+
+
+def _read_big(n):
+    """Read an n-byte attachment whose header is at the start of _buf, straight into one
+    buffer (blocking until it is complete: the rest of it is on its way), as bytes."""
+    global _scratch
+    if n <= _SCRATCH_MAX:
+        # Reused: a fresh buffer per call costs page faults (malloc trims and regrows the heap).
+        if len(_scratch) < n:
+            _scratch = bytearray(n)
+        out = _scratch
+    else:
+        out = bytearray(n)
+    with memoryview(out) as dst:
+        have = len(_buf) - 4
+        with memoryview(_buf) as src:
+            dst[:have] = src[4:]
+        del _buf[:]
+        pos = have
+        readv = os.readv
+        while pos < n:
+            try:
+                k = readv(_in_fd, [dst[pos:n]])
+            except OSError:
+                os._exit(0)
+            if not k:
+                _protocol_error("request pipe closed in the middle of a frame")
+            pos += k
+        return bytes(dst[:n]) if out is _scratch else bytes(out)
+
+
+def _restore(args, atts):
+    """Replace the placeholders in args (in place) by their attachments; unescape dicts."""
+    if args.__class__ is not list:
+        return  # _dispatch answers bad_request
+    n = len(atts)
+    used = bytearray(n)
+    count = 0
+    stack = [args]
+    pop = stack.pop
+    push = stack.append
+    while stack:
+        c = pop()
+        for k, x in (enumerate(c) if c.__class__ is list else c.items()):
+            xc = x.__class__
+            if xc is dict:
+                if _BKEY in x:
+                    i = x[_BKEY]
+                    if i.__class__ is int and len(x) == 1 and 0 <= i < n and not used[i]:
+                        used[i] = 1
+                        count += 1
+                        c[k] = atts[i]
+                        continue
+                    inner = x.get("v")
+                    if i == "escape" and len(x) == 2 and inner.__class__ is dict:
+                        c[k] = inner
+                        push(inner)  # its values, not its own keys
+                        continue
+                    _protocol_error("bad binary placeholder %r" % (x,))
+                push(x)
+            elif xc is list:
+                push(x)
+    if count != n:
+        _protocol_error("%d attachments announced, %d referenced" % (n, count))
+
+
+def _attachment_count_suffix(body):
+    """The "b" count of a call frame Node wrote (it puts "b" last), or 0."""
+    tail = bytes(body[-24:])
+    i = tail.rfind(b',"b":')
+    if i < 0 or not tail.endswith(b"}"):
+        return 0
+    digits = tail[i + 5 : -1]
+    return int(digits) if digits.isdigit() else 0
 
 
 _SKIP = {"t": "_skip"}  # a frame already answered by _take_frame

@@ -29,6 +29,49 @@ def frame(obj):
     return len(body).to_bytes(4, "big") + body
 
 
+BKEY = "__pyvisor_bytes__"
+
+
+def binary_frames(obj):
+    """A message with bytes values anywhere in it, as Node writes it: the JSON frame with
+    placeholders and "b" last, then one attachment frame per bytes value."""
+    atts = []
+
+    def walk(v):
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            atts.append(bytes(v))
+            return {BKEY: len(atts) - 1}
+        if isinstance(v, dict):
+            out = {k: walk(x) for k, x in v.items()}
+            return {BKEY: "escape", "v": out} if BKEY in v else out
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    msg = walk(obj)
+    if not atts:
+        return frame(obj)
+    msg["b"] = len(atts)
+    return frame(msg) + b"".join(len(a).to_bytes(4, "big") + a for a in atts)
+
+
+def restore(v, atts, used):
+    """Substitute attachments for placeholders (the Node side's decoding), checking them."""
+    if isinstance(v, list):
+        return [restore(x, atts, used) for x in v]
+    if isinstance(v, dict):
+        if BKEY in v:
+            i = v[BKEY]
+            if isinstance(i, int):
+                assert len(v) == 1 and 0 <= i < len(atts) and i not in used, v
+                used.add(i)
+                return atts[i]
+            assert i == "escape" and set(v) == {BKEY, "v"}, v
+            return {k: restore(x, atts, used) for k, x in v["v"].items()}
+        return {k: restore(x, atts, used) for k, x in v.items()}
+    return v
+
+
 class Timeout(Exception):
     pass
 
@@ -87,6 +130,9 @@ class Worker(object):
     def send(self, obj):
         self.send_raw(frame(obj))
 
+    def send_binary(self, obj):
+        self.send_raw(binary_frames(obj))
+
     def send_raw(self, data):
         view = memoryview(data)
         while view:
@@ -110,7 +156,8 @@ class Worker(object):
             raise EOFError("reply pipe closed")
         self.buf += data
 
-    def recv(self, timeout=5.0):
+    def recv_body(self, timeout=5.0):
+        """The body of the next frame, as bytes."""
         deadline = time.monotonic() + timeout
         while len(self.buf) < 4:
             self._fill(deadline)
@@ -118,8 +165,23 @@ class Worker(object):
         while len(self.buf) < 4 + n:
             self._fill(deadline)
         body, self.buf = self.buf[4 : 4 + n], self.buf[4 + n :]
+        return body
+
+    def recv(self, timeout=5.0, raw=False):
+        """The next message; its attachments (if any) are read and put in place of their
+        placeholders, unless raw (then they are in msg["attachments"])."""
+        body = self.recv_body(timeout)
         msg = json.loads(body.decode("utf-8"))  # strict: fails on invalid UTF-8
         assert isinstance(msg, dict) and isinstance(msg.get("t"), str), msg
+        if "b" in msg:
+            atts = [self.recv_body(timeout) for _ in range(msg["b"])]
+            if raw:
+                msg["attachments"] = atts
+            else:
+                used = set()
+                msg["v"] = restore(msg["v"], atts, used)
+                assert len(used) == len(atts), (msg, used)
+                del msg["b"]
         return msg
 
     def nothing_within(self, seconds):
@@ -143,7 +205,7 @@ class Worker(object):
         self.next_id += 1
         msg = {"t": "call", "id": cid, "fn": fn, "args": list(args)}
         msg.update(extra)
-        self.send(msg)
+        self.send_binary(msg)  # a plain frame when there are no bytes values
         return cid
 
     def call(self, fn, *args, **extra):

@@ -16,7 +16,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _worker import HERE, PYTHON, Worker, fixture, frame  # noqa: E402
+from _worker import HERE, PYTHON, Worker, binary_frames, fixture, frame  # noqa: E402
 
 EXTRA = os.path.join(HERE, "fixtures", "extra.py")
 IS_LINUX = sys.platform.startswith("linux")
@@ -650,6 +650,151 @@ class Base(object):
             w.send_raw(bytes([b]))
             time.sleep(0.001)
         self.assertOk(w.recv(), 3)
+
+    # -- binary payloads ----------------------------------------------------------------------
+
+    def test_binary_round_trip(self):
+        w = self.ready_worker(fixture("binary.py"))
+        for value in (b"", b"\x00", bytes(range(256)) * 4096, b"x" * 3000000):
+            self.assertOk(w.call("echo", value), value)
+        nested = {"image": b"\x89PNG", "meta": {"w": 1, "parts": [b"a", b"", [b"\xff" * 70000]]}}
+        self.assertOk(w.call("echo", nested), nested)
+        self.assertOk(w.call("size", b"abc"), {"type": "bytes", "len": 3})
+        self.assertOk(
+            w.call("types", b"a", 1, "s", [b"b", {"k": b"c"}], None),
+            ["bytes", "int", "str", ["bytes", {"k": "bytes"}], "NoneType"],
+        )
+        self.assertOk(w.call("reversed_", b"abc"), b"cba")
+        self.assertOk(w.call("add", 1, 2), 3)
+
+    def test_binary_wire_format(self):
+        w = self.ready_worker(fixture("binary.py"))
+        w.start_call("echo", [b"ab", {"k": b""}])
+        msg = w.recv(raw=True)
+        self.assertEqual(
+            msg,
+            {
+                "t": "ok",
+                "id": 1,
+                "v": [{"__pyvisor_bytes__": 0}, {"k": {"__pyvisor_bytes__": 1}}],
+                "b": 2,
+                "attachments": [b"ab", b""],
+            },
+        )
+        # Without binary values nothing changes: no "b", no escaping.
+        w.start_call("echo", {"__pyvisor_bytes__": 0})
+        self.assertEqual(w.recv(raw=True), {"t": "ok", "id": 2, "v": {"__pyvisor_bytes__": 0}})
+
+    def test_binary_results(self):
+        w = self.ready_worker(fixture("binary.py"))
+        self.assertOk(
+            w.call("nested", 2),
+            {"data": b"\x00\x01\x02" * 2, "n": 2, "parts": [b"a", b"", {"deep": [b"\xff"]}]},
+        )
+        self.assertOk(w.call("mutable", 100000), b"\x07" * 100000)
+        self.assertOk(w.call("view", 3), [b"\x01\x02\x03", bytes([0, 2, 4, 6])])
+        self.assertOk(w.call("big_bytes", 5000000), b"z" * 5000000)
+
+    def test_binary_many_attachments(self):
+        w = self.ready_worker(fixture("binary.py"))
+        many = [bytes([i % 256]) * 20000 for i in range(700)] + [b"s%d" % i for i in range(1500)]
+        self.assertOk(w.call("echo", many), many)
+
+    def test_binary_reserved_key_is_escaped(self):
+        w = self.ready_worker(fixture("binary.py"))
+        self.assertOk(
+            w.call("reserved"), {"__pyvisor_bytes__": 0, "bin": b"xyz", "s": "__pyvisor_bytes__"}
+        )
+        w.start_call("reserved")
+        msg = w.recv(raw=True)
+        self.assertEqual(msg["v"]["__pyvisor_bytes__"], "escape")
+        self.assertEqual(msg["attachments"], [b"xyz"])
+        arg = {"__pyvisor_bytes__": [b"q", {"__pyvisor_bytes__": 1}], "x": b"r"}
+        self.assertOk(w.call("echo", arg), arg)
+        self.assertOk(w.call("types", arg), [{"__pyvisor_bytes__": ["bytes", {"__pyvisor_bytes__": "int"}], "x": "bytes"}])
+
+    def test_binary_stream(self):
+        w = self.ready_worker(fixture("binary.py"))
+        cid = w.start_call("chunks", 5, 70000, stream=True, credit=2)
+        self.assertEqual([w.recv()["v"] for _ in range(2)], [b"\x00" * 70000, b"\x01" * 70000])
+        self.assertTrue(w.nothing_within(0.2), "item sent beyond credit")
+        w.send({"t": "credit", "id": cid, "n": 10})
+        self.assertEqual([w.recv()["v"][:1] for _ in range(3)], [b"\x02", b"\x03", b"\x04"])
+        self.assertEqual(w.recv(), {"t": "end", "id": cid})
+        self.assertOk(w.call("chunks", 2, 1), [b"\x00", b"\x01"])
+
+    def test_binary_max_message(self):
+        w = self.ready_worker(fixture("binary.py"), env={"PYVISOR_MAX_MESSAGE": "2000"})
+        self.assertOk(w.call("big_bytes", 2000), b"z" * 2000)
+        msg = w.call("big_bytes", 2001)
+        self.assertErr(msg, "serialization", "ValueError")
+        self.assertIn("2001-byte binary value", msg["message"])
+        self.assertOk(w.call("echo", [b"y" * 1500, b"y" * 1500]), [b"y" * 1500, b"y" * 1500])
+        self.assertOk(w.call("add", 1, 2), 3)
+        # An incoming attachment over the limit is a protocol error.
+        w.send_raw(binary_frames({"t": "call", "id": 9, "fn": "echo", "args": [b"z" * 2001]}))
+        self.assertEqual(w.wait_exit(), 3)
+
+    def test_binary_args_nested_too_deeply(self):
+        w = self.ready_worker(fixture("binary.py"))
+        depth = 100000
+        body = (
+            '{"t":"call","id":7,"fn":"echo","args":[' + "[" * depth + '{"__pyvisor_bytes__":0}'
+            + "]" * depth + '],"b":2}'
+        ).encode()
+        w.send_raw(len(body).to_bytes(4, "big") + body + b"\x00\x00\x00\x02hi" + b"\x00\x00\x00\x00")
+        msg = w.recv()
+        self.assertEqual(msg["id"], 7)
+        self.assertErr(msg, "serialization", "RecursionError")
+        self.assertOk(w.call("echo", b"after"), b"after")
+
+    def test_binary_protocol_errors_exit_3(self):
+        def att(b):
+            return len(b).to_bytes(4, "big") + b
+
+        cases = [
+            # placeholder index out of range
+            frame({"t": "call", "id": 1, "fn": "echo", "args": [{"__pyvisor_bytes__": 1}], "b": 1}) + att(b"a"),
+            # an attachment nobody refers to
+            frame({"t": "call", "id": 1, "fn": "echo", "args": [{"__pyvisor_bytes__": 0}], "b": 2}) + att(b"a") + att(b"b"),
+            # the same attachment twice
+            frame({"t": "call", "id": 1, "fn": "echo", "args": [{"__pyvisor_bytes__": 0}, {"__pyvisor_bytes__": 0}], "b": 1}) + att(b"a"),
+            # a malformed placeholder
+            frame({"t": "call", "id": 1, "fn": "echo", "args": [{"__pyvisor_bytes__": "x"}], "b": 1}) + att(b"a"),
+            frame({"t": "call", "id": 1, "fn": "echo", "args": [], "b": 0}),
+            frame({"t": "call", "id": 1, "fn": "echo", "args": [], "b": "1"}),
+            frame({"t": "ping", "id": 1, "b": 1}) + att(b"a"),
+        ]
+        for data in cases:
+            w = self.worker(fixture("binary.py"), capture=True)
+            w.ready()
+            w.send_raw(data)
+            self.assertEqual(w.wait_exit(), 3, data)
+            time.sleep(0.05)
+            self.assertIn(b"protocol error", b"".join(w.stderr), data)
+
+    def test_binary_eof_between_attachments_is_a_protocol_error(self):
+        w = self.ready_worker(fixture("binary.py"))
+        data = binary_frames({"t": "call", "id": 1, "fn": "echo", "args": [b"a", b"b" * 100000]})
+        w.send_raw(data[:-50000])
+        w.close_requests()
+        self.assertEqual(w.wait_exit(), 3)
+
+    def test_binary_split_across_writes(self):
+        w = self.ready_worker(fixture("binary.py"))
+        data = binary_frames({"t": "call", "id": 1, "fn": "echo", "args": [[b"ab", b"c" * 70000]]})
+        for i in range(0, 200):
+            w.send_raw(data[i : i + 1])
+        w.send_raw(data[200:])
+        self.assertOk(w.recv(), [b"ab", b"c" * 70000])
+
+    def test_binary_garbage_hooks(self):
+        w = self.ready_worker(fixture("binary.py"))
+        w.start_call("bad_binary", "index")
+        msg = w.recv(raw=True)
+        self.assertEqual(msg["v"], {"__pyvisor_bytes__": 5})
+        self.assertEqual(msg["attachments"], [b"abc"])
+        self.assertEqual(w.recv()["v"], "not reached")
 
 
 class EpollReaderTests(Base, unittest.TestCase):

@@ -27,8 +27,8 @@ import type {
 export interface WorkerCall {
   readonly id: number;
   readonly fn: string;
-  /** The encoded `call` frame, ready to write. */
-  readonly frame: Buffer;
+  /** The encoded `call` frame (with its attachment frames, if any), ready to write. */
+  readonly frame: Buffer | readonly Buffer[];
   readonly stream: boolean;
   readonly settled: boolean;
   dispatched(

@@ -112,9 +112,18 @@ class ChildProcessTransport implements WorkerTransport {
     return this.#child.pid;
   }
 
-  send(frame: Buffer): void {
+  send(frame: Buffer | readonly Buffer[]): void {
     if (this.#exit || this.#requests.destroyed) return;
-    this.#requests.write(frame);
+    const requests = this.#requests;
+    if (frame instanceof Uint8Array) {
+      requests.write(frame);
+      return;
+    }
+    // Several buffers (a frame and its attachments): one writev, no copies. Writes are queued
+    // in order, so nothing can come between them.
+    requests.cork();
+    for (const part of frame) requests.write(part);
+    requests.uncork();
   }
 
   kill(signal: NodeJS.Signals): void {

@@ -36,8 +36,11 @@ export interface SpawnSpec {
  */
 export interface WorkerTransport {
   readonly pid: number | undefined;
-  /** Writes one encoded frame. */
-  send(frame: Buffer): void;
+  /**
+   * Writes one encoded frame, or a frame and its attachments (several buffers, written in order and
+   * never interleaved with another `send`).
+   */
+  send(frame: Buffer | readonly Buffer[]): void;
   /** Sends a signal to the process (no-op once it exited). */
   kill(signal: NodeJS.Signals): void;
   /** The last `outputLines` lines of stdout/stderr, oldest first. */

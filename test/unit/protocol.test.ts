@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { ProtocolError } from '../../src/errors.js';
-import { encodeFrame, FrameDecoder, type PythonMessage } from '../../src/protocol.js';
+import {
+  BINARY_KEY,
+  encodeFrame,
+  extractBinary,
+  FrameDecoder,
+  mayHoldBinary,
+  type PythonMessage,
+  withAttachments,
+} from '../../src/protocol.js';
 
 function frame(body: string | Buffer): Buffer {
   const b = typeof body === 'string' ? Buffer.from(body) : body;
@@ -52,5 +60,299 @@ describe('FrameDecoder', () => {
     expect(error).toBeInstanceOf(ProtocolError);
     expect((error as ProtocolError).code).toBe('ERR_PROTOCOL');
     expect((error as Error).message).toMatch(message);
+  });
+});
+
+/** A reply frame with attachments, as the Python runtime writes it. */
+function binaryReply(json: object, attachments: Buffer[]): Buffer {
+  return Buffer.concat([
+    frame(JSON.stringify({ ...json, b: attachments.length })),
+    ...attachments.map((a) => frame(a)),
+  ]);
+}
+
+function decodeAll(bytes: Buffer, step = bytes.length, max?: number): PythonMessage[] {
+  const out: PythonMessage[] = [];
+  const decoder = new FrameDecoder(max);
+  for (let i = 0; i < bytes.length; i += step) {
+    decoder.push(bytes.subarray(i, i + step), (m) => out.push(m));
+  }
+  expect(decoder.pending).toBe(0);
+  return out;
+}
+
+function protocolError(run: () => void): ProtocolError {
+  try {
+    run();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ProtocolError);
+    expect((error as ProtocolError).code).toBe('ERR_PROTOCOL');
+    return error as ProtocolError;
+  }
+  throw new Error('no ProtocolError');
+}
+
+describe('binary values: finding them in call arguments', () => {
+  it('says no for JSON-only arguments (the hot path) and yes for any binary value', () => {
+    for (const args of [
+      [],
+      [1, 2],
+      ['a', { x: 1, y: [null, true] }],
+      [[1, [2, [3]]]],
+      [new Date(0), new Map([[1, 2]])],
+      [{ toJSON: () => Buffer.alloc(1) }],
+    ]) {
+      expect(mayHoldBinary(args)).toBe(false);
+    }
+    for (const args of [
+      [Buffer.alloc(0)],
+      [1, { a: [new Uint8Array(1)] }],
+      [new Float64Array(2)],
+      [new DataView(new ArrayBuffer(4))],
+      [new ArrayBuffer(3)],
+      [new SharedArrayBuffer(3)],
+      [{ deep: { deeper: [[{ buffer: Buffer.from('x') }]] } }],
+    ]) {
+      expect(mayHoldBinary(args)).toBe(true);
+    }
+  });
+
+  it('is cheap: well under a microsecond for small JSON arguments', () => {
+    const args = [1, 2];
+    const objArgs = [{ a: 1, b: 'x', c: [1, 2, 3] }];
+    for (let i = 0; i < 1e5; i++) mayHoldBinary(args) || mayHoldBinary(objArgs);
+    const n = 1e6;
+    const t0 = performance.now();
+    let found = 0;
+    for (let i = 0; i < n; i++) if (mayHoldBinary(args) || mayHoldBinary(objArgs)) found++;
+    const perCall = ((performance.now() - t0) * 1000) / n;
+    expect(found).toBe(0);
+    expect(perCall).toBeLessThan(1); // µs, for both scans together (typically ~0.03)
+  });
+
+  it('gives up on deep or cyclic values conservatively, and extractBinary settles it', () => {
+    let deep: unknown = 1;
+    for (let i = 0; i < 100; i++) deep = [deep];
+    expect(mayHoldBinary([deep])).toBe(true);
+    expect(extractBinary([deep])).toBeNull();
+    const cyclic: Record<string, unknown> = { a: 1 };
+    cyclic.self = cyclic;
+    expect(mayHoldBinary([cyclic])).toBe(true);
+    expect(extractBinary([cyclic])).toBeNull();
+    // A cycle next to a binary value stays a cycle, for JSON.stringify to report.
+    const both = extractBinary([cyclic, Buffer.from('x')])!;
+    expect(() => JSON.stringify(both.args)).toThrow(/circular/);
+  });
+
+  it('replaces binary values by placeholders in a copy, sharing their memory', () => {
+    const big = new ArrayBuffer(16);
+    const view = new Uint8Array(big, 4, 3);
+    view.set([1, 2, 3]);
+    const buf = Buffer.from('hello');
+    const floats = new Float64Array([1.5]);
+    const args = [buf, { meta: { view, n: 1 }, list: [floats, 'x'] }, new ArrayBuffer(2)];
+    const result = extractBinary(args)!;
+    expect(JSON.parse(JSON.stringify(result.args))).toEqual([
+      { [BINARY_KEY]: 0 },
+      { meta: { view: { [BINARY_KEY]: 1 }, n: 1 }, list: [{ [BINARY_KEY]: 2 }, 'x'] },
+      { [BINARY_KEY]: 3 },
+    ]);
+    const [a0, a1, a2, a3] = result.attachments;
+    expect(a0).toBe(buf);
+    expect([...a1!]).toEqual([1, 2, 3]);
+    expect(a1!.buffer).toBe(big); // a view on the caller's memory, not a copy
+    expect(a1!.byteOffset).toBe(4);
+    expect(a2!.equals(Buffer.from(floats.buffer))).toBe(true);
+    expect(a3!.length).toBe(2);
+    // The caller's arguments are untouched.
+    expect(args[0]).toBe(buf);
+    expect((args[1] as { meta: { view: unknown } }).meta.view).toBe(view);
+  });
+
+  it('keeps JSON.stringify semantics around the binary values', () => {
+    const date = new Date(0);
+    const args = [
+      Buffer.from('x'),
+      { date, u: undefined, f: () => 1, boxed: new Number(3), s: new String('ab') },
+      // biome-ignore lint/suspicious/noSparseArray: a hole on purpose
+      [undefined, , 1],
+      JSON.parse('{"__proto__": 1, "a": 2}'),
+    ];
+    const result = extractBinary(args)!;
+    const expected = JSON.parse(JSON.stringify(args.slice(1)));
+    expect(JSON.parse(JSON.stringify(result.args)).slice(1)).toEqual(expected);
+  });
+
+  it('escapes objects that have the placeholder key', () => {
+    const result = extractBinary([{ [BINARY_KEY]: 7, x: Buffer.from('q') }])!;
+    expect(JSON.parse(JSON.stringify(result.args))).toEqual([
+      { [BINARY_KEY]: 'escape', v: { [BINARY_KEY]: 7, x: { [BINARY_KEY]: 0 } } },
+    ]);
+  });
+
+  it('frames the attachments after the call frame, packing small ones', () => {
+    const small = Buffer.from('ab');
+    const large = Buffer.alloc(20000, 7);
+    const json = encodeFrame('{"t":"call","id":1,"fn":"f","args":[],"b":3}');
+    const parts = withAttachments(json, [small, large, Buffer.alloc(0)]) as Buffer[];
+    expect(parts[0]).toBe(json);
+    expect(parts).toContain(large); // passed through, not copied
+    const all = Buffer.concat(parts);
+    let off = json.length;
+    const bodies: Buffer[] = [];
+    while (off < all.length) {
+      const n = all.readUInt32BE(off);
+      bodies.push(all.subarray(off + 4, off + 4 + n));
+      off += 4 + n;
+    }
+    expect(bodies.map((b) => b.length)).toEqual([2, 20000, 0]);
+    expect(bodies[0]!.equals(small)).toBe(true);
+    expect(bodies[1]!.equals(large)).toBe(true);
+    // Only small attachments: one buffer, one plain write.
+    const one = withAttachments(json, [small, small]);
+    expect(Buffer.isBuffer(one)).toBe(true);
+    expect(Buffer.concat([json, frame(small), frame(small)]).equals(one as Buffer)).toBe(true);
+  });
+});
+
+describe('binary values: decoding replies with attachments', () => {
+  it('substitutes attachments anywhere in the value, split at any byte boundary', () => {
+    const bytes = Buffer.concat([
+      binaryReply(
+        {
+          t: 'ok',
+          id: 1,
+          v: {
+            data: { [BINARY_KEY]: 1 },
+            n: 3,
+            parts: [{ [BINARY_KEY]: 0 }, { k: { [BINARY_KEY]: 2 } }],
+          },
+        },
+        [Buffer.from('a'), Buffer.alloc(5000, 1), Buffer.alloc(0)],
+      ),
+      frame('{"t":"pong","id":2}'),
+      binaryReply({ t: 'item', id: 3, v: { [BINARY_KEY]: 0 } }, [Buffer.from('z')]),
+    ]);
+    for (const step of [1, 3, 7, 4096, bytes.length]) {
+      const out = decodeAll(bytes, step);
+      expect(out.map((m) => m.t)).toEqual(['ok', 'pong', 'item']);
+      const v = (out[0] as { v: { data: Buffer; n: number; parts: [Buffer, { k: Buffer }] } }).v;
+      expect(Buffer.isBuffer(v.data)).toBe(true);
+      expect(v.data.equals(Buffer.alloc(5000, 1))).toBe(true);
+      expect(v.n).toBe(3);
+      expect(v.parts[0].toString()).toBe('a');
+      expect(v.parts[1].k.length).toBe(0);
+      expect((out[2] as { v: Buffer }).v.toString()).toBe('z');
+      expect('b' in out[0]!).toBe(false);
+    }
+  });
+
+  it('assembles large frames and attachments as their chunks arrive', () => {
+    const text = 'é'.repeat(150_000);
+    const big = Buffer.alloc(300_000);
+    for (let i = 0; i < big.length; i++) big[i] = i & 0xff;
+    const bytes = Buffer.concat([
+      frame(JSON.stringify({ t: 'ok', id: 1, v: text })),
+      binaryReply({ t: 'item', id: 2, v: [{ [BINARY_KEY]: 0 }, { [BINARY_KEY]: 1 }] }, [
+        big,
+        Buffer.from('tail'),
+      ]),
+      frame('{"t":"end","id":2}'),
+    ]);
+    for (const step of [7, 4096, 65_536, 100_000, bytes.length]) {
+      const out = decodeAll(bytes, step);
+      expect(out.map((m) => m.t)).toEqual(['ok', 'item', 'end']);
+      expect((out[0] as { v: string }).v).toBe(text);
+      const [a, b] = (out[1] as { v: [Buffer, Buffer] }).v;
+      expect(a.equals(big)).toBe(true);
+      expect(b.toString()).toBe('tail');
+    }
+  });
+
+  it('counts a started frame as pending, header included', () => {
+    const decoder = new FrameDecoder();
+    const bytes = frame(JSON.stringify({ t: 'ok', id: 1, v: 'x'.repeat(200_000) }));
+    decoder.push(bytes.subarray(0, 4), () => {});
+    expect(decoder.pending).toBe(4);
+    decoder.push(bytes.subarray(4, 70_000), () => {});
+    expect(decoder.pending).toBe(70_000);
+    const out: PythonMessage[] = [];
+    decoder.push(bytes.subarray(70_000), (m) => out.push(m));
+    expect(out).toHaveLength(1);
+    expect(decoder.pending).toBe(0);
+  });
+
+  it('reports a message with attachments as pending until the last one is in', () => {
+    const bytes = binaryReply({ t: 'ok', id: 1, v: [{ [BINARY_KEY]: 0 }, { [BINARY_KEY]: 1 }] }, [
+      Buffer.from('abc'),
+      Buffer.from('de'),
+    ]);
+    const decoder = new FrameDecoder();
+    const out: PythonMessage[] = [];
+    const last = bytes.length - 6; // the last attachment frame: 4 + 2 bytes
+    decoder.push(bytes.subarray(0, last), (m) => out.push(m));
+    expect(out).toEqual([]);
+    expect(decoder.pending).toBe(last);
+    decoder.push(bytes.subarray(last), (m) => out.push(m));
+    expect(out).toHaveLength(1);
+    expect(decoder.pending).toBe(0);
+  });
+
+  it('unescapes objects that have the placeholder key', () => {
+    const [msg] = decodeAll(
+      binaryReply(
+        {
+          t: 'ok',
+          id: 1,
+          v: { [BINARY_KEY]: 'escape', v: { [BINARY_KEY]: 0, bin: { [BINARY_KEY]: 0 } } },
+        },
+        [Buffer.from('x')],
+      ),
+    );
+    expect((msg as { v: unknown }).v).toEqual({ [BINARY_KEY]: 0, bin: Buffer.from('x') });
+  });
+
+  it('leaves frames without "b" alone, placeholder key or not', () => {
+    const [msg] = decodeAll(frame(`{"t":"ok","id":1,"v":{"${BINARY_KEY}":0}}`));
+    expect((msg as { v: unknown }).v).toEqual({ [BINARY_KEY]: 0 });
+  });
+
+  it.each([
+    ['a non-integer count', frame('{"t":"ok","id":1,"v":1,"b":"x"}'), /attachment count/],
+    ['a zero count', frame('{"t":"ok","id":1,"v":1,"b":0}'), /attachment count/],
+    ['a count on an end frame', frame('{"t":"end","id":1,"b":1}'), /attachment count/],
+    [
+      'an index out of range',
+      binaryReply({ t: 'ok', id: 1, v: { [BINARY_KEY]: 1 } }, [Buffer.from('a')]),
+      /placeholder/,
+    ],
+    [
+      'an attachment used twice',
+      binaryReply({ t: 'ok', id: 1, v: [{ [BINARY_KEY]: 0 }, { [BINARY_KEY]: 0 }] }, [
+        Buffer.from('a'),
+      ]),
+      /placeholder/,
+    ],
+    [
+      'an unreferenced attachment',
+      binaryReply({ t: 'ok', id: 1, v: { [BINARY_KEY]: 0 } }, [Buffer.from('a'), Buffer.from('b')]),
+      /referred to 1/,
+    ],
+    [
+      'a malformed placeholder',
+      binaryReply({ t: 'ok', id: 1, v: { [BINARY_KEY]: 'escape', v: 3 } }, [Buffer.from('a')]),
+      /placeholder/,
+    ],
+    [
+      'an oversize attachment header',
+      Buffer.concat([
+        frame(`{"t":"ok","id":1,"v":{"${BINARY_KEY}":0},"b":1}`),
+        Buffer.from([0xff, 0xff, 0xff, 0xff]),
+      ]),
+      /over the/,
+    ],
+  ])('rejects %s with ERR_PROTOCOL', (_, bytes, message) => {
+    const error = protocolError(() => new FrameDecoder(1024).push(bytes, () => {}));
+    expect(error.message).toMatch(message);
   });
 });
