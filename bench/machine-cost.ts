@@ -83,7 +83,9 @@ for (let r = 0; r < rounds; r++) {
   for (const [name, run] of Object.entries(variants)) {
     const t0 = performance.now();
     for (let i = 0; i < calls; i++) run(i);
-    (results[name] ??= []).push(((performance.now() - t0) * 1000) / calls);
+    const list = results[name] ?? [];
+    list.push(((performance.now() - t0) * 1000) / calls);
+    results[name] = list;
   }
 }
 if (!worker.getSnapshot().matches({ alive: { ready: 'idle' } })) throw new Error('worker not idle');

@@ -13,7 +13,6 @@ import {
   PoolClosedError,
   PoolFailedError,
   type PyvisorError,
-  QueueFullError,
 } from '../errors.js';
 import {
   type CircuitActor,
@@ -23,7 +22,6 @@ import {
   circuitMachine,
 } from '../machines/circuit.machine.js';
 import {
-  type StopReason,
   type WorkerActor,
   type WorkerEmitted,
   type WorkerEvent,
