@@ -49,6 +49,15 @@ def slow_square(x, delay=0.5):
 
 
 @handler
+def timed_square(x, delay=0.5):
+    """slow_square that also says which worker process ran it and for how long (the demo uses
+    this to show each worker's time per call)."""
+    started = time.perf_counter()
+    value = slow_square(x, delay)
+    return {"value": value, "pid": os.getpid(), "ms": (time.perf_counter() - started) * 1000}
+
+
+@handler
 def whoami():
     """Which worker process served this call."""
     return {"pid": os.getpid(), "model_loaded_in_ms": round(MODEL["loaded_in_ms"], 3)}

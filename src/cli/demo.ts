@@ -14,28 +14,21 @@ const SCRIPT = fileURLToPath(new URL('../../examples/handlers.py', import.meta.u
 const CALL_DELAY_S = 0.01;
 
 /**
- * Per-slot busy time of each call (busy -> ready in `worker.state` events), counting only calls
- * that started after the last `reset()`.
+ * Each worker's time per call of the workload, from what `timed_square` reports (its pid and how
+ * long the call ran in Python), attributed to the slot that pid belonged to. Workers stay busy
+ * from one queued call to the next, so `worker.state` has no per-call boundaries to measure.
  */
 function trackServiceTimes(pool: Pool, size: number) {
   const times: number[][] = Array.from({ length: size }, () => []);
-  const since = new Map<number, number>();
-  let cutoff = 0;
-  pool.on('worker.state', ({ workerId, from, to }) => {
-    if (to === 'busy') since.set(workerId, performance.now());
-    else if (from === 'busy') {
-      const start = since.get(workerId);
-      since.delete(workerId);
-      if (start !== undefined && start >= cutoff && to === 'ready') {
-        times[workerId]?.push(performance.now() - start);
-      }
-    }
+  const slotOfPid = new Map<number, number>();
+  pool.on('worker.ready', ({ workerId, pid }) => {
+    if (pid !== null) slotOfPid.set(pid, workerId);
   });
   return {
     times,
-    reset() {
-      cutoff = performance.now();
-      for (const list of times) list.length = 0;
+    record(reply: { pid: number; ms: number }) {
+      const slot = slotOfPid.get(reply.pid);
+      if (slot !== undefined) times[slot]?.push(reply.ms);
     },
   };
 }
@@ -94,13 +87,26 @@ function totalRestarts(pool: Pool): number {
   return pool.stats().workers.reduce((sum, w) => sum + w.restarts, 0);
 }
 
+/** What the `timed_square` example handler returns. */
+interface TimedReply {
+  value: number;
+  pid: number;
+  ms: number;
+}
+
 interface WorkloadResult {
   latencies: number[];
   outcomes: Map<string, number>;
   elapsed: number;
 }
 
-async function runWorkload(pool: Pool, total: number, concurrency: number, s: Style) {
+async function runWorkload(
+  pool: Pool,
+  total: number,
+  concurrency: number,
+  s: Style,
+  onReply: (reply: TimedReply) => void,
+) {
   const bar = new ProgressBar(process.stdout, s, total);
   const onRestart: PoolEvents['worker.restart'] = (e) =>
     bar.log(
@@ -139,7 +145,7 @@ async function runWorkload(pool: Pool, total: number, concurrency: number, s: St
       const t0 = performance.now();
       let outcome = 'ok';
       try {
-        await pool.call('slow_square', [x, CALL_DELAY_S]);
+        onReply(await pool.call<TimedReply>('timed_square', [x, CALL_DELAY_S]));
         result.latencies.push(performance.now() - t0);
       } catch (error) {
         outcome = (error as PyvisorError).code ?? 'error';
@@ -182,7 +188,7 @@ function printResults(pool: Pool, service: number[][], result: WorkloadResult, s
       { align: ['right', 'right', 'left', 'right', 'right', 'right', 'right', 'right'], style: s },
     ),
   );
-  console.log(s.dim('  p50/p90/p99: time each worker spent on one call of the workload'));
+  console.log(s.dim('  p50/p90/p99: time each worker spent in Python on one call of the workload'));
   console.log();
   const ok = result.outcomes.get('ok') ?? 0;
   const failed = [...result.outcomes].filter(([code]) => code !== 'ok');
@@ -245,11 +251,10 @@ export async function demo(argv: readonly string[] = []): Promise<number> {
 
     console.log(
       s.bold(
-        `a workload: ${total} calls of slow_square(x, ${CALL_DELAY_S * 1000} ms), ${concurrency} at a time; one worker is killed half-way`,
+        `a workload: ${total} calls of timed_square(x, ${CALL_DELAY_S * 1000} ms), ${concurrency} at a time; one worker is killed half-way`,
       ),
     );
-    service.reset();
-    const result = await runWorkload(pool, total, concurrency, s);
+    const result = await runWorkload(pool, total, concurrency, s, service.record);
     console.log();
     printResults(pool, service.times, result, s);
   } catch (error) {
