@@ -80,7 +80,13 @@ export interface Slot {
 export interface SupervisorInput {
   options: NormalizedOptions;
   spawn: SpawnTransport;
-  resolvePython: (python: string, env: NodeJS.ProcessEnv, cwd: string) => Promise<string>;
+  /** `signal` aborts when the pool no longer waits (it closed while resolving). */
+  resolvePython: (
+    python: string,
+    env: NodeJS.ProcessEnv,
+    cwd: string,
+    signal?: AbortSignal,
+  ) => Promise<string>;
   /** A line of a worker's stdout or stderr. */
   onOutput: (workerId: number, stream: 'stdout' | 'stderr', line: string) => void;
   /** A worker actor was spawned (the pool watches its state). */
@@ -204,8 +210,9 @@ function effects(enqueue: unknown): Enqueue {
   };
 }
 
-const resolvePythonActor = fromPromise<string, SupervisorInput>(({ input }) =>
-  input.resolvePython(input.options.python, input.options.env, input.options.cwd),
+// XState aborts `signal` when the actor is stopped, i.e. when the pool closes while resolving.
+const resolvePythonActor = fromPromise<string, SupervisorInput>(({ input, signal }) =>
+  input.resolvePython(input.options.python, input.options.env, input.options.cwd, signal),
 );
 
 // Timers here only pace health checks and recycling; they must never keep Node alive on their own.

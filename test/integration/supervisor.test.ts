@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -141,6 +141,31 @@ describe('start failures and the circuit breaker', () => {
     expect((error.cause as { code: string }).code).toBe('ERR_PYTHON_NOT_FOUND');
     expect(error.message).toContain('/nonexistent/python3');
     await expect(pool.call('add', [1, 2])).rejects.toMatchObject({ code: 'ERR_POOL_FAILED' });
+  });
+});
+
+describe('interpreter resolution', () => {
+  // A slow wrapper script (a pyenv shim takes ~1 s here) is resolved with `python -c`; a pool
+  // closed before that answers must not leave the probe running (or keep Node alive for it).
+  it('close() during resolution ends the probe process', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pyvisor-shim-'));
+    const shim = join(dir, 'python');
+    const pidFile = join(dir, 'pid');
+    writeFileSync(shim, `#!/bin/sh\necho $$ > "${pidFile}"\nexec sleep 30\n`, { mode: 0o755 });
+    const pool = testPool({ python: shim });
+    const ready = pool.ready().catch((e: unknown) => e);
+    const deadline = Date.now() + 10_000;
+    while (!existsSync(pidFile) || readFileSync(pidFile, 'utf8').trim() === '') {
+      if (Date.now() > deadline) throw new Error('the probe never started');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const probe = Number(readFileSync(pidFile, 'utf8'));
+    expect(isAlive(probe)).toBe(true);
+    const started = performance.now();
+    await pool.close();
+    expect(performance.now() - started).toBeLessThan(5000);
+    expect(((await ready) as { code?: string }).code).toBe('ERR_POOL_CLOSED');
+    await allGone([probe]);
   });
 });
 
