@@ -626,6 +626,19 @@ def _guarded_modify(modify):
     return ep_modify
 
 
+def _frame_length(b, what):
+    """The body length announced by the header at the start of b (None: not all 4 bytes yet)."""
+    if len(b) < 4:
+        return None
+    n = int.from_bytes(b[:4], "big")
+    if n > _max_message:
+        _protocol_error(
+            "incoming %s announces %d bytes, the limit is %d (PYVISOR_MAX_MESSAGE)"
+            % (what, n, _max_message)
+        )
+    return n
+
+
 def _take_frame():
     """Remove one complete message (a frame, with its attachments if it announces any) from
     _buf and return its message dict, or None."""
@@ -634,14 +647,9 @@ def _take_frame():
         return _take_attachments()
     b = _buf
     have = len(b)
-    if have < 4:
+    n = _frame_length(b, "frame")
+    if n is None:
         return None
-    n = int.from_bytes(b[:4], "big")
-    if n > _max_message:
-        _protocol_error(
-            "incoming frame announces %d bytes, the limit is %d (PYVISOR_MAX_MESSAGE)"
-            % (n, _max_message)
-        )
     end = n + 4
     if have < end:
         return None
@@ -692,14 +700,9 @@ def _take_attachments():
     b = _buf
     while len(atts) < _held_n:
         have = len(b)
-        if have < 4:
+        n = _frame_length(b, "attachment")
+        if n is None:
             return None
-        n = int.from_bytes(b[:4], "big")
-        if n > _max_message:
-            _protocol_error(
-                "incoming attachment announces %d bytes, the limit is %d (PYVISOR_MAX_MESSAGE)"
-                % (n, _max_message)
-            )
         end = n + 4
         if have >= end:
             with memoryview(b) as m:

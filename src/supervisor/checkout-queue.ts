@@ -92,41 +92,17 @@ export class CheckoutQueue<C extends QueuedCall> {
 
   /** Takes the oldest call `slot` may run, or undefined. */
   next(slot: number): C | undefined {
-    const own = this.#pinned[slot]!;
-    for (;;) {
-      const a = own.peek();
-      const b = this.#any.peek();
-      if (a === undefined && b === undefined) return undefined;
-      const fromOwn = a !== undefined && (b === undefined || a.seq < b.seq);
-      const call = (fromOwn ? own : this.#any).shift()!;
-      if (!call.queued) continue; // dropped while waiting
+    const call = this.#live(slot)?.shift();
+    if (call) {
       call.queued = false;
       this.#size--;
-      // Settled while waiting, before its dropped() arrived: skip it.
-      if (call.settled) continue;
-      return call;
     }
+    return call;
   }
 
-  /**
-   * The call `next(slot)` would return, left in place (calls that settled while waiting are
-   * cleared from the heads on the way, as `next` would).
-   */
+  /** The call `next(slot)` would return, left in place. */
   peek(slot: number): C | undefined {
-    const own = this.#pinned[slot]!;
-    for (;;) {
-      const a = own.peek();
-      const b = this.#any.peek();
-      if (a === undefined && b === undefined) return undefined;
-      const fromOwn = a !== undefined && (b === undefined || a.seq < b.seq);
-      const call = (fromOwn ? a : b)!;
-      if (call.queued && !call.settled) return call;
-      (fromOwn ? own : this.#any).shift();
-      if (call.queued) {
-        call.queued = false;
-        this.#size--;
-      }
-    }
+    return this.#live(slot)?.peek();
   }
 
   /** A queued call settled on its own (timeout, abort); it is skipped when reached. */
@@ -147,6 +123,28 @@ export class CheckoutQueue<C extends QueuedCall> {
     }
     this.#size = 0;
     return out;
+  }
+
+  /**
+   * The FIFO (the slot's own or the shared one) whose head is the oldest live call `slot` may
+   * run. Calls that were dropped or settled while waiting are cleared from the heads on the way.
+   */
+  #live(slot: number): Fifo<C> | undefined {
+    const own = this.#pinned[slot]!;
+    for (;;) {
+      const a = own.peek();
+      const b = this.#any.peek();
+      if (a === undefined && b === undefined) return undefined;
+      const fifo = a !== undefined && (b === undefined || a.seq < b.seq) ? own : this.#any;
+      const call = fifo.peek()!;
+      if (call.queued && !call.settled) return fifo;
+      fifo.shift();
+      if (call.queued) {
+        // Settled while waiting, before its dropped() arrived.
+        call.queued = false;
+        this.#size--;
+      }
+    }
   }
 
   #insert(call: C, slot: number | undefined): void {
