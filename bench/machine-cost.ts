@@ -2,14 +2,15 @@
  * What the worker machine costs per call on its own: the two events of a call
  * (`call.start`, then the `python.ok` reply) sent to a `workerMachine` actor on a stub transport,
  * next to the same two events on a trivial two-state machine. No process, no pipe, no pool: the
- * floor XState sets under pyvisor's per-call path (see docs/benchmarks.md).
+ * floor XState sets under pyvisor's per-call path (see docs/benchmarks.md). Also the cost of
+ * looking for binary values in small JSON arguments (`mayHoldBinary`), which every call pays.
  *
  *   node --import tsx bench/machine-cost.ts [--calls 200000] [--rounds 5]
  */
 import { parseArgs } from 'node:util';
 import { createActor, setup } from 'xstate';
 import { type WorkerCall, workerMachine } from '../src/machines/worker.machine.js';
-import type { PythonMessage } from '../src/protocol.js';
+import { mayHoldBinary, type PythonMessage } from '../src/protocol.js';
 import type { SpawnTransport, TransportHandlers } from '../src/transport/transport.js';
 import { median } from './stats.js';
 
@@ -68,10 +69,17 @@ const toggle = createActor(
 ).start();
 toggle.subscribe(() => {});
 
+const smallArgs = [1, 2];
+const objectArgs = [{ a: 1, b: 'x', c: [1, 2, 3] }];
+let found = 0;
+
 const variants = {
   'workerMachine (call.start + python.ok)': (i: number) => {
     worker.send({ type: 'call.start', call: call(i) });
     reply({ t: 'ok', id: i, v: 3 });
+  },
+  'mayHoldBinary([1, 2]) + a small object': () => {
+    if (mayHoldBinary(smallArgs) || mayHoldBinary(objectArgs)) found++;
   },
   'two-state machine (2 events)': () => {
     toggle.send({ type: 'start' });
@@ -89,6 +97,7 @@ for (let r = 0; r < rounds; r++) {
   }
 }
 if (!worker.getSnapshot().matches({ alive: { ready: 'idle' } })) throw new Error('worker not idle');
+if (found > 0) throw new Error('mayHoldBinary found binary values in JSON-only arguments');
 for (const [name, times] of Object.entries(results)) {
   console.log(`${name.padEnd(42)} ${median(times).toFixed(2)} µs per call (median of ${rounds})`);
 }

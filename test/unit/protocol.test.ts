@@ -117,17 +117,18 @@ describe('binary values: finding them in call arguments', () => {
     }
   });
 
-  it('is cheap: well under a microsecond for small JSON arguments', () => {
-    const args = [1, 2];
-    const objArgs = [{ a: 1, b: 'x', c: [1, 2, 3] }];
-    for (let i = 0; i < 1e5; i++) mayHoldBinary(args) || mayHoldBinary(objArgs);
-    const n = 1e6;
-    const t0 = performance.now();
-    let found = 0;
-    for (let i = 0; i < n; i++) if (mayHoldBinary(args) || mayHoldBinary(objArgs)) found++;
-    const perCall = ((performance.now() - t0) * 1000) / n;
-    expect(found).toBe(0);
-    expect(perCall).toBeLessThan(1); // µs, for both scans together (typically ~0.03)
+  // Its cost (a few ns for small arguments) is measured in bench/machine-cost.ts, not here.
+  it('says no for arguments without binary values, of every JSON shape', () => {
+    for (const args of [
+      [],
+      [1, 2],
+      ['x', null, true, 1.5],
+      [{ a: 1, b: 'x', c: [1, 2, 3] }],
+      [[[[{ deep: { deeper: [1, { x: 'y' }] } }]]]],
+      [new Date(0), { toJSON: () => Buffer.from('x') }],
+    ]) {
+      expect(mayHoldBinary(args)).toBe(false);
+    }
   });
 
   it('gives up on deep or cyclic values conservatively, and extractBinary settles it', () => {
