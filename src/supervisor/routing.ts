@@ -64,7 +64,7 @@ function claim(context: SupervisorContext, enqueue: RoutingEffects, slot: Slot, 
  * (retirement, a call whose session moved to another worker) goes through `serve`.
  */
 export function callWaitingFor(context: SupervisorContext, slot: Slot): boolean {
-  if (!context.routing || slot.processCalls >= context.options.recycle.maxCalls) return false;
+  if (!context.routing || retirementDue(context, slot, now()) !== null) return false;
   const call = context.queue.peek(slot.index);
   if (!call) return false;
   const pinned = call.session === undefined ? undefined : pinnedSlot(context, call);
@@ -91,20 +91,35 @@ export function pinnedSlot(context: SupervisorContext, call: PendingCall): Slot 
   return slot.ref && slot.generation === binding.generation ? slot : undefined;
 }
 
+/** Why the worker in `slot` is due for replacement (`recycle`), if it is. */
+export function retirementDue(
+  context: SupervisorContext,
+  slot: Slot,
+  t: number,
+): 'maxCalls' | 'maxAge' | null {
+  const { maxCalls, maxAge } = context.options.recycle;
+  if (slot.processCalls >= maxCalls) return 'maxCalls';
+  if (t - slot.startedAt >= maxAge) return 'maxAge';
+  return null;
+}
+
 /**
- * A worker past `recycle.maxCalls` is retired here, when it becomes free, rather than by the
- * worker itself: the supervisor knows whether it is the last ready worker while the breaker is
- * not closed, and then keeps it (its replacement could not start).
+ * A worker past `recycle.maxCalls` or `recycle.maxAge` is retired here, when it becomes free,
+ * rather than by the worker itself: the supervisor knows whether it is the last ready worker
+ * while the breaker is not closed, and then keeps it (its replacement could not start). Under
+ * sustained load this is where `maxAge` takes effect: a busy worker is never idle on the
+ * maintenance tick, so an old one is retired when it finishes a call.
  */
 export function retireIfDue(
   context: SupervisorContext,
   enqueue: RoutingEffects,
   slot: Slot,
 ): boolean {
-  if (slot.processCalls < context.options.recycle.maxCalls) return false;
+  const why = retirementDue(context, slot, now());
+  if (why === null) return false;
   if (context.circuitState !== 'closed' && context.readyCount <= 1) return false;
   context.idle.delete(slot.index);
-  enqueue.emit({ type: 'worker.recycling', workerId: slot.index, pid: slot.pid, why: 'maxCalls' });
+  enqueue.emit({ type: 'worker.recycling', workerId: slot.index, pid: slot.pid, why });
   stopWorker(enqueue, slot, 'recycle');
   return true;
 }

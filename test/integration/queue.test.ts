@@ -45,6 +45,38 @@ describe('queued calls on a busy worker', () => {
     expect(pids[5]).not.toBe(pids[2]);
   });
 
+  // A worker that never runs out of queued calls is never idle on the maintenance tick, so
+  // maxAge has to take effect between calls, like maxCalls.
+  it('recycle.maxAge retires a worker that is kept busy by queued calls', async () => {
+    const pool = testPool({ recycle: { maxAge: 300 } });
+    await pool.ready();
+    const first = pool.stats().workers[0]!.pid;
+    let recycled: { why: string; pid: number | null } | null = null;
+    pool.on('worker.recycle', (e) => {
+      recycled ??= e;
+    });
+    // Bounded: 300 ms of 5 ms calls is ~60 per caller; without the fix this ends, and fails.
+    const outcomes: string[] = [];
+    let replaced = false;
+    pool.on('worker.ready', (e) => {
+      if (e.pid !== first) replaced = true;
+    });
+    const caller = async () => {
+      for (let i = 0; i < 400 && !replaced; i++) {
+        outcomes.push(
+          await pool.call('sleep', [0.005]).then(
+            () => 'ok',
+            (e: { code?: string }) => e.code ?? 'error',
+          ),
+        );
+      }
+    };
+    await Promise.all(Array.from({ length: 4 }, caller));
+    expect(recycled).toMatchObject({ why: 'maxAge', pid: first });
+    expect(outcomes.length).toBeGreaterThan(4);
+    expect(new Set(outcomes)).toEqual(new Set(['ok']));
+  });
+
   it('a session pinned to a busy worker waits for it, not for another', async () => {
     const pool = testPool({ size: 2 });
     await pool.ready();
