@@ -675,7 +675,9 @@ export const supervisorMachine = setup({
       routing: true,
       direct: {
         sendTo: (ref, event) => ref.send(event),
-        emit: (event) => input.onRoutingEvent(event),
+        // Deferred: routing runs inside call() and inside a worker's transition, where a user's
+        // listener must neither run nor throw (XState's own emits are deferred the same way).
+        emit: (event) => queueMicrotask(() => input.onRoutingEvent(event)),
       },
     };
   },
