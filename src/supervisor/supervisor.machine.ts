@@ -42,6 +42,7 @@ import {
   now,
   type RoutingEffects,
   rejectQueued,
+  retireIfDue,
   routeCall,
   serve,
   serveAll,
@@ -578,15 +579,11 @@ export const supervisorMachine = setup({
       for (const session of context.sessions.sweep(t)) {
         enqueue.emit({ type: 'session.expired', session });
       }
-      const { healthCheck, recycle } = context.options;
+      const { healthCheck } = context.options;
       for (const index of [...context.idle]) {
         const slot = context.slots[index]!;
-        const lastReady = context.circuitState !== 'closed' && context.readyCount <= 1;
-        if (t - slot.startedAt >= recycle.maxAge && !lastReady) {
-          context.idle.delete(index);
-          enqueue.emit({ type: 'worker.recycling', workerId: index, pid: slot.pid, why: 'maxAge' });
-          stopWorker(enqueue, slot, 'recycle');
-        } else if (healthCheck && t - slot.idleSince >= healthCheck.interval) {
+        if (retireIfDue(context, enqueue, slot)) continue;
+        if (healthCheck && t - slot.idleSince >= healthCheck.interval) {
           context.idle.delete(index);
           enqueue.sendTo(slot.ref!, { type: 'health.check' } satisfies WorkerEvent);
         }

@@ -48,21 +48,23 @@ describe('queued calls on a busy worker', () => {
   // A worker that never runs out of queued calls is never idle on the maintenance tick, so
   // maxAge has to take effect between calls, like maxCalls.
   it('recycle.maxAge retires a worker that is kept busy by queued calls', async () => {
-    const pool = testPool({ recycle: { maxAge: 300 } });
+    // Longer than a start-up under load, so the worker is busy, not idle, when it comes due.
+    const pool = testPool({ recycle: { maxAge: 2000 } });
     await pool.ready();
     const first = pool.stats().workers[0]!.pid;
-    let recycled: { why: string; pid: number | null } | null = null;
+    let recycled: { why: string; pid: number | null; queued: number } | null = null;
     pool.on('worker.recycle', (e) => {
-      recycled ??= e;
+      // Calls still waiting: it was retired between queued calls, not idle on the tick.
+      recycled ??= { ...e, queued: pool.stats().queued };
     });
-    // Bounded: 300 ms of 5 ms calls is ~60 per caller; without the fix this ends, and fails.
+    // Bounded (4 × 1000 calls of 5 ms): without the fix this ends, and fails.
     const outcomes: string[] = [];
     let replaced = false;
     pool.on('worker.ready', (e) => {
       if (e.pid !== first) replaced = true;
     });
     const caller = async () => {
-      for (let i = 0; i < 400 && !replaced; i++) {
+      for (let i = 0; i < 1000 && !replaced; i++) {
         outcomes.push(
           await pool.call('sleep', [0.005]).then(
             () => 'ok',
@@ -73,6 +75,7 @@ describe('queued calls on a busy worker', () => {
     };
     await Promise.all(Array.from({ length: 4 }, caller));
     expect(recycled).toMatchObject({ why: 'maxAge', pid: first });
+    expect(recycled!.queued).toBeGreaterThan(0);
     expect(outcomes.length).toBeGreaterThan(4);
     expect(new Set(outcomes)).toEqual(new Set(['ok']));
   });

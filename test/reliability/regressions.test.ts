@@ -22,6 +22,16 @@ function pool(options: Partial<PoolOptions>): Pool {
   pools.push(p);
   return p;
 }
+/** Two workers on scripted_init.py (CHAOS_INIT_FILE in `env`), fast restarts. */
+function scriptedPool(env: Record<string, string>, options: Partial<PoolOptions>): Pool {
+  return pool({
+    script: SCRIPTED,
+    size: 2,
+    env: { ...process.env, ...env },
+    restart: { minDelay: 10, maxDelay: 20 },
+    ...options,
+  });
+}
 afterEach(async () => {
   await Promise.all(pools.splice(0).map((p) => p.close({ timeout: 1000 }).catch(() => {})));
 });
@@ -85,13 +95,10 @@ describe('regressions found by the reliability suites', () => {
   // breaker is open: they wait for the next breaker transition (resetTimeout, then a probe).
   it('a call queued behind the last ready worker fails fast when that worker dies while the breaker is open', async () => {
     const file = initFile('ok');
-    const p = pool({
-      script: SCRIPTED,
-      size: 2,
-      env: { ...process.env, CHAOS_INIT_FILE: file },
-      restart: { minDelay: 10, maxDelay: 20 },
-      circuit: { threshold: 1, resetTimeout: 60_000 },
-    });
+    const p = scriptedPool(
+      { CHAOS_INIT_FILE: file },
+      { circuit: { threshold: 1, resetTimeout: 60_000 } },
+    );
     await p.ready();
     writeFileSync(file, 'fail');
     const opened = nextEvent(p, 'circuit.change', (e) => e.state === 'open');
@@ -118,14 +125,10 @@ describe('regressions found by the reliability suites', () => {
   // fail (or hang, see above) although a working process existed.
   it('recycling never retires the last ready worker while the breaker is open', async () => {
     const file = initFile('ok');
-    const p = pool({
-      script: SCRIPTED,
-      size: 2,
-      env: { ...process.env, CHAOS_INIT_FILE: file },
-      recycle: { maxCalls: 4 },
-      restart: { minDelay: 10, maxDelay: 20 },
-      circuit: { threshold: 1, resetTimeout: 60_000 },
-    });
+    const p = scriptedPool(
+      { CHAOS_INIT_FILE: file },
+      { recycle: { maxCalls: 4 }, circuit: { threshold: 1, resetTimeout: 60_000 } },
+    );
     await p.ready();
     writeFileSync(file, 'fail');
     const opened = nextEvent(p, 'circuit.change', (e) => e.state === 'open');
@@ -158,13 +161,10 @@ describe('regressions found by the reliability suites', () => {
       file,
       ['crash', `fail_when:${a}`, `ok_when:${b}`, ...Array(20).fill('ok')].join(','),
     );
-    const p = pool({
-      script: SCRIPTED,
-      size: 2,
-      env: { ...process.env, CHAOS_INIT_FILE: file, CHAOS_INIT_COUNTER: join(dir, 'count') },
-      restart: { minDelay: 10, maxDelay: 20 },
-      circuit: { threshold: 1, resetTimeout: 200 },
-    });
+    const p = scriptedPool(
+      { CHAOS_INIT_FILE: file, CHAOS_INIT_COUNTER: join(dir, 'count') },
+      { circuit: { threshold: 1, resetTimeout: 200 } },
+    );
     const changes: string[] = [];
     p.on('circuit.change', (e) => changes.push(e.state));
     await nextEvent(p, 'circuit.change', (e) => e.state === 'halfOpen');
@@ -276,13 +276,10 @@ describe('regressions found by the reliability suites', () => {
   // supervisor reacted to the worker's emitted event before the worker's observers ran).
   it('circuit.change is emitted before the spawns it causes, and pool.ready after every worker.state ready', async () => {
     const file = initFile('fail');
-    const p = pool({
-      script: SCRIPTED,
-      size: 2,
-      env: { ...process.env, CHAOS_INIT_FILE: file },
-      restart: { minDelay: 10, maxDelay: 20 },
-      circuit: { threshold: 2, resetTimeout: 300 },
-    });
+    const p = scriptedPool(
+      { CHAOS_INIT_FILE: file },
+      { circuit: { threshold: 2, resetTimeout: 300 } },
+    );
     const log: string[] = [];
     p.on('circuit.change', (e) => log.push(`circuit ${e.state}`));
     p.on('worker.state', (e) => {
