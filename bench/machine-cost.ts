@@ -10,7 +10,7 @@
 import { parseArgs } from 'node:util';
 import { createActor, setup } from 'xstate';
 import { type WorkerCall, workerMachine } from '../src/machines/worker.machine.js';
-import { mayHoldBinary, type PythonMessage } from '../src/protocol.js';
+import { mayHoldBinary, type PythonMessage } from '../src/protocol/index.js';
 import type { SpawnTransport, TransportHandlers } from '../src/transport/transport.js';
 import { median } from './stats.js';
 

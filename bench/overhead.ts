@@ -14,7 +14,7 @@
  * on a noisy machine (build the change elsewhere with tsc, keep a `python` symlink beside it).
  */
 import { parseArgs } from 'node:util';
-import type { PythonMessage } from '../src/protocol.js';
+import type { PythonMessage } from '../src/protocol/index.js';
 import type { SpawnTransport } from '../src/transport/transport.js';
 import { median, min, nodeCpuUs } from './stats.js';
 

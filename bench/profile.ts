@@ -10,7 +10,7 @@
  * Prints wall time, Node CPU and worker CPU per call, so a profile can be paired with numbers.
  */
 import { parseArgs } from 'node:util';
-import { resolveInterpreter } from '../src/interpreter.js';
+import { resolveInterpreter } from '../src/transport/interpreter.js';
 import { BarePool } from './bare.js';
 import { nodeCpuUs, procsCpuNs } from './stats.js';
 

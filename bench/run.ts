@@ -34,7 +34,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Pool } from '../src/index.js';
-import { resolveInterpreter } from '../src/interpreter.js';
+import { resolveInterpreter } from '../src/transport/interpreter.js';
 import { BarePool, BareWorker } from './bare.js';
 import { type Peer, type PeerFactory, pythoniaFactory, pythonShellFactory } from './peers.js';
 import {

@@ -16,17 +16,17 @@ export {
   WorkerCrashedError,
   WorkerInitError,
 } from './errors.js';
-export type { PoolEvents, WorkerState } from './events.js';
-export { type Inspector, sanitizeContext, sanitizeEvent } from './inspect.js';
-export type { Logger } from './logger.js';
 export type { WorkerExitReason } from './machines/worker.machine.js';
+export { type Inspector, sanitizeContext, sanitizeEvent } from './observe/inspect.js';
+export type { Logger } from './observe/logger.js';
+export type { PoolEvents, WorkerState } from './pool/events.js';
 export type {
   CircuitOptions,
   HealthCheckOptions,
   PoolOptions,
   RecycleOptions,
   RestartOptions,
-} from './options.js';
+} from './pool/options.js';
 export type {
   CallOptions,
   CloseOptions,
@@ -34,5 +34,5 @@ export type {
   PoolState,
   PoolStats,
   WorkerStats,
-} from './pool.js';
-export { createPool, Pool } from './pool.js';
+} from './pool/pool.js';
+export { createPool, Pool } from './pool/pool.js';

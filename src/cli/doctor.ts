@@ -6,7 +6,7 @@
 import { resolve } from 'node:path';
 import { ExecaError, execa } from 'execa';
 import { createPool, type Pool, type PoolEvents } from '../index.js';
-import { PYTHON_DIR } from '../paths.js';
+import { PYTHON_DIR } from '../transport/paths.js';
 import { EXIT, msFlag, POOL_FLAGS, parseCommand, stringFlag } from './args.js';
 import { explain, renderEvidence } from './explain.js';
 import { duration, indent, plural, type Style, styleFor } from './format.js';

@@ -11,7 +11,7 @@
  */
 import { createServer } from 'node:net';
 import type { InspectionEvent, Observer } from 'xstate';
-import { sanitizeContext, sanitizeEvent, sanitizeSnapshot } from '../inspect.js';
+import { sanitizeContext, sanitizeEvent, sanitizeSnapshot } from '../observe/inspect.js';
 
 /** The two modules of `@statelyai/inspect` the relay needs. */
 export interface InspectModules {

@@ -11,8 +11,8 @@ import {
   type InitErrorMessage,
   type PythonMessage,
   type ReadyMessage,
-} from '../protocol.js';
-import { errorFromReply } from '../reply-errors.js';
+} from '../protocol/index.js';
+import { errorFromReply } from '../protocol/reply-errors.js';
 import type {
   ProcessExit,
   SpawnSpec,

@@ -7,9 +7,9 @@
  * the supervisor machine; the direct path is only taken while it is `up`.
  */
 import type { AnyActorRef } from 'xstate';
-import type { PendingCall } from '../call.js';
 import { CircuitOpenError, type PyvisorError, QueueFullError } from '../errors.js';
 import type { StopReason, WorkerActor, WorkerEvent } from '../machines/worker.machine.js';
+import type { PendingCall } from '../pool/call.js';
 import type { Slot, SupervisorContext, SupervisorEmitted } from './supervisor.machine.js';
 
 /** The two effects routing has: tell a worker something, tell the pool something. */

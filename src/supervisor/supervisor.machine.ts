@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import {
   type ActorRefFrom,
   type AnyActorRef,
@@ -7,7 +6,6 @@ import {
   fromPromise,
   setup,
 } from 'xstate';
-import type { PendingCall } from '../call.js';
 import {
   CircuitOpenError,
   PoolClosedError,
@@ -29,9 +27,10 @@ import {
   type WorkerInput,
   workerMachine,
 } from '../machines/worker.machine.js';
-import type { NormalizedOptions } from '../options.js';
-import { PYTHON_DIR } from '../paths.js';
-import type { ReadyMessage } from '../protocol.js';
+import type { PendingCall } from '../pool/call.js';
+import type { NormalizedOptions } from '../pool/options.js';
+import type { ReadyMessage } from '../protocol/index.js';
+import { workerSpawnSpec } from '../transport/spawn-spec.js';
 import type { SpawnSpec, SpawnTransport } from '../transport/transport.js';
 import { backoffDelay } from './backoff.js';
 import { CheckoutQueue } from './checkout-queue.js';
@@ -232,24 +231,6 @@ function tickInterval(options: NormalizedOptions): number {
   return Math.max(10, Math.min(...candidates));
 }
 
-function workerSpec(options: NormalizedOptions, python: string): SpawnSpec {
-  const pythonPath = options.env.PYTHONPATH;
-  return {
-    command: python,
-    // The script form starts 15-25 ms faster than `-m pyvisor` on Python 3.9/3.10 (no runpy).
-    args: ['-u', join(PYTHON_DIR, 'pyvisor', '__main__.py'), options.script],
-    env: {
-      ...options.env,
-      PYTHONPATH: pythonPath ? `${PYTHON_DIR}:${pythonPath}` : PYTHON_DIR,
-      PYVISOR_PARENT_PID: String(process.pid),
-      PYVISOR_MAX_MESSAGE: String(options.maxMessageSize),
-    },
-    cwd: options.cwd,
-    maxMessageSize: options.maxMessageSize,
-    outputLines: options.outputLines,
-  };
-}
-
 /** Starts a new process in `slot`. */
 function startWorker(context: SupervisorContext, enqueue: Enqueue, slot: Slot): void {
   const { options, input } = context;
@@ -409,7 +390,10 @@ export const supervisorMachine = setup({
     }),
     'start all workers': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
-      context.spec = workerSpec(context.options, (event as unknown as { output: string }).output);
+      context.spec = workerSpawnSpec(
+        context.options,
+        (event as unknown as { output: string }).output,
+      );
       for (const slot of context.slots) startIfAllowed(context, enqueue, slot);
     }),
     'route call': enqueueActions(({ context, event, enqueue }) => {

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { ProtocolError } from '../errors.js';
-import { FrameDecoder } from '../protocol.js';
+import { FrameDecoder } from '../protocol/index.js';
 import { LineSplitter } from './line-splitter.js';
 import type {
   ProcessExit,

@@ -1,5 +1,5 @@
 import type { ProtocolError } from '../errors.js';
-import type { PythonMessage } from '../protocol.js';
+import type { PythonMessage } from '../protocol/index.js';
 
 /** How a worker process ended. */
 export interface ProcessExit {

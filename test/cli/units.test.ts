@@ -9,7 +9,7 @@ import {
   scrubInspectionEvent,
 } from '../../src/cli/relay.js';
 import { CircuitOpenError, WorkerInitError } from '../../src/index.js';
-import { sanitizeContext } from '../../src/inspect.js';
+import { sanitizeContext } from '../../src/observe/inspect.js';
 
 describe('CLI building blocks', () => {
   it('colours a TTY only, never under NO_COLOR or TERM=dumb, always under FORCE_COLOR', () => {

@@ -15,7 +15,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type AnyEventObject, createActor, type InspectionEvent, type StateValue } from 'xstate';
-import { PendingCall, STREAM_WINDOW } from '../../src/call.js';
 import { PyvisorError } from '../../src/errors.js';
 import {
   type WorkerActor,
@@ -23,7 +22,8 @@ import {
   type WorkerExit,
   workerMachine,
 } from '../../src/machines/worker.machine.js';
-import { encodeFrame, type NodeMessage } from '../../src/protocol.js';
+import { PendingCall, STREAM_WINDOW } from '../../src/pool/call.js';
+import { encodeFrame, type NodeMessage } from '../../src/protocol/index.js';
 import { spawnChildProcess } from '../../src/transport/child-process.js';
 import type { SpawnTransport } from '../../src/transport/transport.js';
 import type { Command, Plan, PlannedStep } from './stimuli.js';

@@ -9,7 +9,7 @@
  * microseconds, a stopping worker exits, a killed one dies) must be held still first when the
  * path wants something else to happen there.
  */
-import { encodeFrame } from '../../src/protocol.js';
+import { encodeFrame } from '../../src/protocol/index.js';
 import {
   dedupe,
   describePath,

@@ -27,7 +27,7 @@ import {
   type WorkerInput,
   workerMachine,
 } from '../../src/machines/worker.machine.js';
-import { encodeFrame, type InitErrorMessage, type ReadyMessage } from '../../src/protocol.js';
+import { encodeFrame, type InitErrorMessage, type ReadyMessage } from '../../src/protocol/index.js';
 import type { SpawnSpec, WorkerTransport } from '../../src/transport/transport.js';
 
 export type WorkerSnapshot = SnapshotFrom<typeof workerMachine>;

@@ -12,10 +12,10 @@
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from 'xstate';
-import type { PendingCall } from '../../src/call.js';
 import { PyvisorError, WorkerInitError } from '../../src/errors.js';
-import { resolveInterpreter } from '../../src/interpreter.js';
 import { WORKER_EVENT_TYPES, type WorkerExit } from '../../src/machines/worker.machine.js';
+import type { PendingCall } from '../../src/pool/call.js';
+import { resolveInterpreter } from '../../src/transport/interpreter.js';
 import { isAlive, PENDING, probe, RealWorker, STEP_TIMEOUT, until } from './real-worker.js';
 import { KILL_WAIT, planSuite, type Run, SPAWN_EXIT, SPAWN_TIMEOUT } from './stimuli.js';
 import {

@@ -8,7 +8,7 @@ import {
   mayHoldBinary,
   type PythonMessage,
   withAttachments,
-} from '../../src/protocol.js';
+} from '../../src/protocol/index.js';
 
 function frame(body: string | Buffer): Buffer {
   const b = typeof body === 'string' ? Buffer.from(body) : body;

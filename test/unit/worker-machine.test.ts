@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { type AnyStateNode, createActor } from 'xstate';
 import { circuitMachine, WORKER_EVENT_TYPES, workerMachine } from '../../src/machines/index.js';
 import type { CallSource, WorkerCall } from '../../src/machines/worker.machine.js';
-import { encodeFrame, type PythonMessage } from '../../src/protocol.js';
+import { encodeFrame, type PythonMessage } from '../../src/protocol/index.js';
 import type { SpawnTransport } from '../../src/transport/transport.js';
 
 const EVENT_TYPES = WORKER_EVENT_TYPES;

@@ -1,5 +1,5 @@
-import type { PyvisorError } from './errors.js';
-import type { WorkerExitReason } from './machines/worker.machine.js';
+import type { PyvisorError } from '../errors.js';
+import type { WorkerExitReason } from '../machines/worker.machine.js';
 
 /**
  * Public state of one worker slot. `restarting`: the slot's process ended and a replacement is

@@ -1,5 +1,5 @@
-import { CallTimeoutError, CheckoutTimeoutError } from './errors.js';
-import { type CallTelemetry, outcomeOf } from './telemetry.js';
+import { CallTimeoutError, CheckoutTimeoutError } from '../errors.js';
+import { type CallTelemetry, outcomeOf } from '../observe/telemetry.js';
 
 /** Where a call is in its life. */
 export type CallPhase = 'queued' | 'running' | 'done';

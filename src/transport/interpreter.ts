@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { access, open } from 'node:fs/promises';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { execa } from 'execa';
-import { PythonNotFoundError } from './errors.js';
+import { PythonNotFoundError } from '../errors.js';
 
 // Resolutions are pure (same name, same PATH -> same binary) and cost up to ~1 s through a
 // shim, so they are shared by all pools of the process.

@@ -1,37 +1,29 @@
 import { statSync } from 'node:fs';
 import { EventEmitter } from 'eventemitter3';
 import { type Actor, createActor } from 'xstate';
-import { type CallOwner, PendingCall, STREAM_WINDOW } from './call.js';
 import {
   InvalidOptionError,
   PoolClosedError,
   PoolFailedError,
   type PyvisorError,
-  SerializationError,
-} from './errors.js';
-import type { PoolEvents, WorkerState } from './events.js';
-import { type Inspector, sanitizingInspector } from './inspect.js';
-import { resolveInterpreter } from './interpreter.js';
-import { attachLogger } from './logger.js';
-import type { WorkerActor } from './machines/worker.machine.js';
-import { duration, type NormalizedOptions, normalizeOptions, type PoolOptions } from './options.js';
-import {
-  type BinaryArgs,
-  type CallRequest,
-  encodeFrame,
-  extractBinary,
-  mayHoldBinary,
-  withAttachments,
-} from './protocol.js';
+} from '../errors.js';
+import type { WorkerActor } from '../machines/worker.machine.js';
+import { type Inspector, sanitizingInspector } from '../observe/inspect.js';
+import { attachLogger } from '../observe/logger.js';
+import { PoolTelemetry } from '../observe/telemetry.js';
+import { encodeCall } from '../protocol/index.js';
 import {
   type SupervisorEmitted,
   type SupervisorEvent,
   submitCall,
   supervisorMachine,
-} from './supervisor/supervisor.machine.js';
-import { PoolTelemetry } from './telemetry.js';
-import { spawnChildProcess } from './transport/child-process.js';
-import type { SpawnTransport } from './transport/transport.js';
+} from '../supervisor/supervisor.machine.js';
+import { spawnChildProcess } from '../transport/child-process.js';
+import { resolveInterpreter } from '../transport/interpreter.js';
+import type { SpawnTransport } from '../transport/transport.js';
+import { type CallOwner, PendingCall, STREAM_WINDOW } from './call.js';
+import type { PoolEvents, WorkerState } from './events.js';
+import { duration, type NormalizedOptions, normalizeOptions, type PoolOptions } from './options.js';
 
 /** Options of one call. */
 export interface CallOptions {
@@ -386,54 +378,21 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     }
     const id = ++this.#nextId;
     const telemetry = this.#telemetry.startCall(fn, session);
-    const tp = telemetry?.traceparent;
-    let json: string;
-    let binary: BinaryArgs | null = null;
+    let frame: Buffer | Buffer[];
     try {
-      // Binary values travel as attachment frames; the scan allocates nothing when there is none.
-      if (mayHoldBinary(args)) binary = extractBinary(args);
-      const request: CallRequest = {
-        t: 'call',
-        id,
-        fn,
-        args: binary ? binary.args : (args as unknown[]),
-      };
-      if (stream) {
-        request.stream = true;
-        request.credit = STREAM_WINDOW;
-      }
-      if (tp) request.tp = tp;
-      if (binary) request.b = binary.attachments.length;
-      json = JSON.stringify(request);
-    } catch (cause) {
-      const error = new SerializationError(
-        `The arguments of '${fn}' cannot be encoded as JSON: ${(cause as Error).message}`,
-        { cause },
+      frame = encodeCall(
+        {
+          id,
+          fn,
+          args,
+          streamCredit: stream ? STREAM_WINDOW : undefined,
+          traceparent: telemetry?.traceparent,
+        },
+        this.options.maxMessageSize,
       );
-      telemetry?.settled(error.code, error, 0);
+    } catch (error) {
+      telemetry?.settled((error as PyvisorError).code ?? 'error', error, 0);
       throw error;
-    }
-    // encodeFrame measures the UTF-8 length once; the header holds it.
-    let frame: Buffer | Buffer[] = encodeFrame(json);
-    if (frame.length - 4 > this.options.maxMessageSize) {
-      const error = new SerializationError(
-        `The arguments of '${fn}' are larger than maxMessageSize (${this.options.maxMessageSize} bytes)`,
-      );
-      telemetry?.settled(error.code, error, 0);
-      throw error;
-    }
-    if (binary) {
-      // Each attachment is a frame of its own, under the same limit.
-      for (const a of binary.attachments) {
-        if (a.length > this.options.maxMessageSize) {
-          const error = new SerializationError(
-            `The arguments of '${fn}' hold a ${a.length}-byte binary value, larger than maxMessageSize (${this.options.maxMessageSize} bytes)`,
-          );
-          telemetry?.settled(error.code, error, 0);
-          throw error;
-        }
-      }
-      frame = withAttachments(frame, binary.attachments);
     }
     return new PendingCall({
       id,

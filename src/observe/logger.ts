@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'eventemitter3';
-import type { PoolEvents } from './events.js';
+import type { PoolEvents } from '../pool/events.js';
 
 /** Any logger with pino-style methods: `(object, message)`. pino, bunyan-likes and console fit. */
 export interface Logger {

@@ -1,5 +1,5 @@
-import { ProtocolError, PythonError, SerializationError, UnknownHandlerError } from './errors.js';
-import type { ErrMessage } from './protocol.js';
+import { ProtocolError, PythonError, SerializationError, UnknownHandlerError } from '../errors.js';
+import type { ErrMessage } from './index.js';
 
 /** Turns an `err` reply from Python into the error the caller sees. */
 export function errorFromReply(message: ErrMessage, fn: string): Error {

@@ -1,9 +1,9 @@
 import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
-import { InvalidOptionError } from './errors.js';
-import type { Logger } from './logger.js';
-import { DEFAULT_MAX_MESSAGE_SIZE } from './protocol.js';
+import { InvalidOptionError } from '../errors.js';
+import type { Logger } from '../observe/logger.js';
+import { DEFAULT_MAX_MESSAGE_SIZE } from '../protocol/index.js';
 
 /** Health-check settings: idle workers are pinged every `interval` ms and must answer in `timeout` ms. */
 export interface HealthCheckOptions {

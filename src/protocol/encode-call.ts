@@ -1,0 +1,67 @@
+import { SerializationError } from '../errors.js';
+import { extractBinary, mayHoldBinary, withAttachments } from './binary.js';
+import { encodeFrame } from './frame.js';
+import type { CallRequest } from './messages.js';
+
+/** What {@link encodeCall} needs to know of a call. */
+export interface CallToEncode {
+  id: number;
+  fn: string;
+  args: readonly unknown[];
+  /** Credit of a stream call (its first window of items); absent for a plain call. */
+  streamCredit: number | undefined;
+  /** W3C traceparent of the call's span. */
+  traceparent: string | undefined;
+}
+
+/**
+ * Encodes a call once, before checkout, into the frame (and attachment frames) a worker is sent.
+ * Throws {@link SerializationError} for arguments that cannot travel: not JSON, or a frame or a
+ * binary value larger than `maxMessageSize`.
+ */
+export function encodeCall(call: CallToEncode, maxMessageSize: number): Buffer | Buffer[] {
+  const { id, fn, args } = call;
+  // Binary values travel as attachment frames; the scan allocates nothing when there is none.
+  const binary = mayHoldBinary(args) ? safely(fn, () => extractBinary(args)) : null;
+  const request: CallRequest = {
+    t: 'call',
+    id,
+    fn,
+    args: binary ? binary.args : (args as unknown[]),
+  };
+  if (call.streamCredit !== undefined) {
+    request.stream = true;
+    request.credit = call.streamCredit;
+  }
+  if (call.traceparent) request.tp = call.traceparent;
+  if (binary) request.b = binary.attachments.length;
+  const json = safely(fn, () => JSON.stringify(request));
+  // encodeFrame measures the UTF-8 length once; the header holds it.
+  const frame = encodeFrame(json);
+  if (frame.length - 4 > maxMessageSize) {
+    throw new SerializationError(
+      `The arguments of '${fn}' are larger than maxMessageSize (${maxMessageSize} bytes)`,
+    );
+  }
+  if (!binary) return frame;
+  // Each attachment is a frame of its own, under the same limit.
+  for (const a of binary.attachments) {
+    if (a.length > maxMessageSize) {
+      throw new SerializationError(
+        `The arguments of '${fn}' hold a ${a.length}-byte binary value, larger than maxMessageSize (${maxMessageSize} bytes)`,
+      );
+    }
+  }
+  return withAttachments(frame, binary.attachments);
+}
+
+function safely<T>(fn: string, encode: () => T): T {
+  try {
+    return encode();
+  } catch (cause) {
+    throw new SerializationError(
+      `The arguments of '${fn}' cannot be encoded as JSON: ${(cause as Error).message}`,
+      { cause },
+    );
+  }
+}
