@@ -91,7 +91,8 @@ const WORKER_KEYS = new Set([
 const SUPERVISOR_KEYS = new Set([
   'pool',
   'size',
-  'readyCount',
+  'ready',
+  'free',
   'circuit',
   'queued',
   'sessions',

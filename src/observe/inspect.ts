@@ -51,21 +51,28 @@ function sanitizeRaw(c: Rec): unknown {
       ending: ending ? { reason: ending.reason, code: ending.error?.code } : null,
     };
   }
-  if ('slots' in c && 'queue' in c) {
+  if ('slots' in c && 'router' in c) {
     const options = c.options as { name?: string; size?: number };
+    const router = c.router as {
+      ready?: number;
+      queued?: number;
+      sessions?: number;
+      free?: number;
+    };
+    const circuit = c.circuit as { getSnapshot?: () => { value?: unknown } } | undefined;
     return {
       pool: options.name,
       size: options.size,
-      readyCount: c.readyCount,
-      circuit: c.circuitState,
-      queued: (c.queue as { size?: number }).size,
-      sessions: (c.sessions as { size?: number }).size,
+      ready: router.ready,
+      free: router.free,
+      circuit: circuit?.getSnapshot?.().value,
+      queued: router.queued,
+      sessions: router.sessions,
       slots: (c.slots as Rec[]).map((s) => ({
         id: s.index,
         generation: s.generation,
         pid: s.pid,
-        ready: s.ready,
-        calls: s.calls,
+        live: s.worker !== null,
         restarts: s.restarts,
         restartPending: s.restartPending,
         blocked: s.blocked,

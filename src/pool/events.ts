@@ -1,18 +1,8 @@
 import type { PyvisorError } from '../errors.js';
 import type { WorkerExitReason } from '../machines/worker.machine.js';
+import type { WorkerState } from '../machines/worker-state.js';
 
-/**
- * Public state of one worker slot. `restarting`: the slot's process ended and a replacement is
- * scheduled (backoff) or waiting for the circuit breaker.
- */
-export type WorkerState =
-  | 'starting'
-  | 'initializing'
-  | 'ready'
-  | 'busy'
-  | 'stopping'
-  | 'stopped'
-  | 'restarting';
+export type { WorkerState } from '../machines/worker-state.js';
 
 /**
  * Events of a {@link Pool}, for `pool.on(name, listener)`. Each listener gets one object argument.

@@ -8,15 +8,19 @@ import {
   type PyvisorError,
 } from '../errors.js';
 import type { WorkerActor } from '../machines/worker.machine.js';
+import { workerStateOf } from '../machines/worker-state.js';
 import { type Inspector, sanitizingInspector } from '../observe/inspect.js';
 import { attachLogger } from '../observe/logger.js';
 import { PoolTelemetry } from '../observe/telemetry.js';
 import { encodeCall } from '../protocol/index.js';
 import {
+  abandonCall,
+  failEveryCall,
   type SupervisorEmitted,
   type SupervisorEvent,
   submitCall,
   supervisorMachine,
+  viewOf,
 } from '../supervisor/supervisor.machine.js';
 import { spawnChildProcess } from '../transport/child-process.js';
 import { resolveInterpreter } from '../transport/interpreter.js';
@@ -86,24 +90,6 @@ export interface PoolInternals {
 
 const DEFAULT_CLOSE_TIMEOUT = 10_000;
 
-function workerState(ref: WorkerActor | null, slotRestarting: boolean): WorkerState {
-  if (!ref) return slotRestarting ? 'restarting' : 'stopped';
-  const snapshot = ref.getSnapshot();
-  if (snapshot.status !== 'active') return 'stopped';
-  const value = snapshot.value as { alive?: unknown } | string;
-  if (typeof value === 'string') return 'stopped';
-  const alive = value.alive as string | Record<string, string>;
-  if (typeof alive === 'string') {
-    if (alive === 'busy' || alive === 'cancelling') {
-      return 'busy';
-    }
-    return 'stopping';
-  }
-  if ('starting' in alive) return alive.starting === 'spawning' ? 'starting' : 'initializing';
-  if ('ready' in alive) return 'ready';
-  return 'stopping';
-}
-
 /**
  * A pool of supervised Python workers. Create it with {@link createPool}.
  */
@@ -114,6 +100,8 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
   #nextId = 0;
   #closing: Promise<void> | null = null;
   #closed = false;
+  /** Set when the supervisor itself failed (an internal error), not by a modelled failure. */
+  #failure: PyvisorError | null = null;
   #readyWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   readonly #owner: CallOwner;
   readonly #workerStates: WorkerState[];
@@ -131,9 +119,9 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     this.options = normalizeOptions(options);
     checkScript(this.options.script);
     this.#workerStates = Array.from({ length: this.options.size }, () => 'stopped' as WorkerState);
-    this.#owner = { abandon: (call) => this.#send({ type: 'call.abandoned', call }) };
+    this.#owner = { abandon: (call) => abandonCall(this.#actor, call) };
     this.#telemetry = new PoolTelemetry(this.options.name, {
-      queued: () => this.#actor.getSnapshot().context.queue.size,
+      queued: () => viewOf(this.#actor.getSnapshot()).queued,
       workersByState: () => {
         const counts: Record<string, number> = {};
         for (const w of this.stats().workers) counts[w.state] = (counts[w.state] ?? 0) + 1;
@@ -146,12 +134,9 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
         options: this.options,
         spawn: internals.spawn ?? spawnChildProcess,
         resolvePython: resolveInterpreter,
-        onOutput: (workerId, stream, line) => {
+        onOutput: (workerId, pid, stream, line) => {
           const event = stream === 'stderr' ? 'worker.stderr' : 'worker.stdout';
-          if (this.listenerCount(event) > 0) {
-            const pid = this.#actor.getSnapshot().context.slots[workerId]?.pid ?? null;
-            this.emit(event, { workerId, pid, line });
-          }
+          if (this.listenerCount(event) > 0) this.emit(event, { workerId, pid, line });
         },
         onWorkerSpawned: (workerId, ref) => this.#watchWorker(workerId, ref),
         onRoutingEvent: (event) => this.#onSupervisorEvent(event),
@@ -164,10 +149,15 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
         this.#telemetry.close();
         this.#done();
       },
-      error: (error) => {
-        // A bug in pyvisor, not in user code: surface it instead of hanging every call.
+      error: (cause) => {
+        // A bug in pyvisor, not in user code: the pool fails, and every promise it returned
+        // settles (XState has already stopped the workers, which kills their processes).
+        const message = cause instanceof Error ? cause.message : String(cause);
+        const error = new PoolFailedError(`The pool failed: internal error: ${message}`, cause);
+        this.#failure = error;
+        failEveryCall(this.#actor, error);
         this.#telemetry.close();
-        this.emit('error', error);
+        this.#onSupervisorEvent({ type: 'pool.failed', error });
         this.#done();
       },
     });
@@ -188,13 +178,12 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
    */
   ready(): Promise<void> {
     this.#start();
-    const snapshot = this.#actor.getSnapshot();
-    const { context } = snapshot;
-    if (this.#closing || snapshot.status === 'done') {
+    const view = viewOf(this.#actor.getSnapshot());
+    if (this.#closing || view.phase === 'closed') {
       return Promise.reject(new PoolClosedError('The pool was closed before it was ready'));
     }
-    if (snapshot.matches('failed')) return Promise.reject(context.failure);
-    if (this.#allReady()) return Promise.resolve();
+    if (view.phase === 'failed') return Promise.reject(this.#failureOf(view.failure));
+    if (view.allReady) return Promise.resolve();
     return new Promise((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
   }
 
@@ -274,33 +263,26 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
 
   /** A snapshot of the pool: its state, the queue and one entry per worker slot. */
   stats(): PoolStats {
-    const snapshot = this.#actor.getSnapshot();
-    const { context } = snapshot;
+    const view = viewOf(this.#actor.getSnapshot());
     return {
       name: this.options.name,
-      state: this.state,
-      queued: context.queue.size,
-      workers: context.slots.map((slot) => ({
-        id: slot.index,
-        pid: slot.ref ? slot.pid : null,
-        state: workerState(slot.ref, slot.restartPending || slot.blocked),
-        calls: slot.calls,
-        restarts: slot.restarts,
-        generation: slot.generation,
-      })),
-      circuit: context.circuitState,
-      sessions: context.sessions.size,
+      state: this.#stateOf(view.phase),
+      queued: view.queued,
+      workers: view.slots,
+      circuit: view.circuit,
+      sessions: view.sessions,
     };
   }
 
   /** Current state of the pool. */
   get state(): PoolState {
-    const snapshot = this.#actor.getSnapshot();
-    if (snapshot.status === 'done' || (this.#closed && !this.#started)) return 'closed';
-    if (snapshot.matches('failed')) return this.#closing ? 'closing' : 'failed';
-    if (snapshot.matches('closing')) return 'closing';
-    if (snapshot.matches({ up: 'running' })) return 'running';
-    return 'starting';
+    return this.#stateOf(viewOf(this.#actor.getSnapshot()).phase);
+  }
+
+  #stateOf(phase: PoolState): PoolState {
+    if (phase === 'closed' || (this.#closed && !this.#started)) return 'closed';
+    if (phase === 'failed') return this.#closing ? 'closing' : 'failed';
+    return phase;
   }
 
   /**
@@ -319,7 +301,9 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     }
     this.#closed = true;
     this.#rejectReadyWaiters(new PoolClosedError('The pool was closed before it was ready'));
-    if (!this.#started) {
+    if (!this.#started || this.#actor.getSnapshot().status === 'error') {
+      // Nothing was started (a lazy pool), or XState already stopped every worker.
+      this.#telemetry.close();
       this.#closing = Promise.resolve();
       return this.#closing;
     }
@@ -370,9 +354,8 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       throw new InvalidOptionError('session', 'Expected `session` to be a non-empty string');
     }
     if (this.#closed) throw new PoolClosedError();
-    const state = this.#actor.getSnapshot();
-    if (state.matches('failed'))
-      throw state.context.failure ?? new PoolFailedError('The pool failed');
+    const view = viewOf(this.#actor.getSnapshot());
+    if (view.phase === 'failed') throw this.#failureOf(view.failure);
     if (signal?.aborted) {
       throw signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
     }
@@ -417,14 +400,8 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     submitCall(this.#actor, call);
   }
 
-  /** Every slot has a live worker that is ready or busy (not one that is ending). */
-  #allReady(): boolean {
-    const { slots, readyCount, options } = this.#actor.getSnapshot().context;
-    if (readyCount !== options.size) return false;
-    return slots.every((slot) => {
-      const state = workerState(slot.ref, false);
-      return state === 'ready' || state === 'busy';
-    });
+  #failureOf(failure: PyvisorError | null): PyvisorError {
+    return failure ?? this.#failure ?? new PoolFailedError('The pool failed');
   }
 
   #rejectReadyWaiters(error: unknown): void {
@@ -508,15 +485,15 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     let last: WorkerState | null = null;
     const update = () => {
       // Tracked always (a few property reads), so a listener attached later gets a true `from`.
-      const state = workerState(ref, false);
+      const snapshot = ref.getSnapshot();
+      const state = workerStateOf(snapshot);
       if (state === last) return;
       if (last === null) this.#workerSync.set(workerId, update);
       const from = last ?? this.#workerStates[workerId]!;
       last = state;
       this.#workerStates[workerId] = state;
       if (this.listenerCount('worker.state') > 0) {
-        const pid = this.#actor.getSnapshot().context.slots[workerId]?.pid ?? null;
-        this.emit('worker.state', { workerId, pid, from, to: state });
+        this.emit('worker.state', { workerId, pid: snapshot.context.pid, from, to: state });
       }
     };
     // The first update comes with the actor's start, which the supervisor defers until after the

@@ -28,6 +28,11 @@ class Fifo<T> {
     return this.#items[this.#head];
   }
 
+  /** The `i`-th item from the head, or undefined. */
+  at(i: number): T | undefined {
+    return this.#items[this.#head + i];
+  }
+
   shift(): T | undefined {
     if (this.#head >= this.#items.length) return undefined;
     const item = this.#items[this.#head];
@@ -44,6 +49,13 @@ class Fifo<T> {
     this.#items = [];
     this.#head = 0;
     return out;
+  }
+}
+
+function firstLive<C extends QueuedCall>(fifo: Fifo<C>): C | undefined {
+  for (let i = 0; ; i++) {
+    const call = fifo.at(i);
+    if (call === undefined || (call.queued && !call.settled)) return call;
   }
 }
 
@@ -100,9 +112,12 @@ export class CheckoutQueue<C extends QueuedCall> {
     return call;
   }
 
-  /** The call `next(slot)` would return, left in place. */
-  peek(slot: number): C | undefined {
-    return this.#live(slot)?.peek();
+  /** The call `next(slot)` would return, left in place. Changes nothing. */
+  peekLive(slot: number): C | undefined {
+    const a = firstLive(this.#pinned[slot]!);
+    const b = firstLive(this.#any);
+    if (a === undefined) return b;
+    return b === undefined || a.seq < b.seq ? a : b;
   }
 
   /** A queued call settled on its own (timeout, abort); it is skipped when reached. */

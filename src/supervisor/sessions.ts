@@ -21,6 +21,13 @@ export class SessionTable {
     return this.#map.size;
   }
 
+  /** The live binding of `id`, if any. Changes nothing. */
+  peek(id: string, now: number): SessionBinding | undefined {
+    const binding = this.#map.get(id);
+    return binding && now - binding.lastUsed < this.#ttl ? binding : undefined;
+  }
+
+  /** The live binding of `id`, if any; an expired one is forgotten. */
   get(id: string, now: number): SessionBinding | undefined {
     const binding = this.#map.get(id);
     if (binding && now - binding.lastUsed >= this.#ttl) {

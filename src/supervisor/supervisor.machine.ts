@@ -4,6 +4,8 @@ import {
   enqueueActions,
   fromCallback,
   fromPromise,
+  raise,
+  type SnapshotFrom,
   setup,
 } from 'xstate';
 import {
@@ -27,46 +29,55 @@ import {
   type WorkerInput,
   workerMachine,
 } from '../machines/worker.machine.js';
+import { isIdle, type WorkerState, workerStateOf } from '../machines/worker-state.js';
 import type { PendingCall } from '../pool/call.js';
 import type { NormalizedOptions } from '../pool/options.js';
 import type { ReadyMessage } from '../protocol/index.js';
 import { workerSpawnSpec } from '../transport/spawn-spec.js';
 import type { SpawnSpec, SpawnTransport } from '../transport/transport.js';
 import { backoffDelay } from './backoff.js';
-import { CheckoutQueue } from './checkout-queue.js';
 import { RestartIntensity } from './restart-intensity.js';
-import {
-  callWaitingFor,
-  circuitBlocksCalls,
-  now,
-  type RoutingEffects,
-  rejectQueued,
-  retireIfDue,
-  routeCall,
-  serve,
-  serveAll,
-  stopWorker,
-  takeWaitingCall,
-} from './routing.js';
-import { SessionTable } from './sessions.js';
+import { type RetireWhy, type RoutedWorker, Router, type RouterEvent } from './router.js';
+
+const WORKER_DONE = 'xstate.done.actor.worker-';
+
+/** One worker process as the router sees it: its slot, its generation and its actor. */
+export class SlotWorker implements RoutedWorker<PendingCall> {
+  ref!: WorkerActor;
+
+  constructor(
+    readonly slot: number,
+    readonly generation: number,
+    readonly startedAt: number,
+  ) {}
+
+  isIdle(): boolean {
+    return isIdle(this.ref.getSnapshot());
+  }
+
+  start(call: PendingCall): void {
+    this.ref.send({ type: 'call.start', call });
+  }
+
+  cancel(callId: number): void {
+    this.ref.send({ type: 'call.cancel', callId });
+  }
+
+  stop(reason: 'close' | 'recycle' | 'failed'): void {
+    this.ref.send({ type: 'worker.stop', reason });
+  }
+}
 
 /** One worker position in the pool; its process is replaced, the slot stays. */
 export interface Slot {
   readonly index: number;
   /** Bumped for every process started in the slot. */
   generation: number;
-  ref: WorkerActor | null;
+  /** The slot's current process, from spawn to exit. */
+  worker: SlotWorker | null;
   pid: number | null;
-  /** The current process reported ready. */
-  ready: boolean;
-  startedAt: number;
-  idleSince: number;
   /** Processes started after the first. */
   restarts: number;
-  /** Calls dispatched to this slot, all processes together. */
-  calls: number;
-  /** Calls dispatched to the slot's current process (for `recycle.maxCalls`). */
-  processCalls: number;
   /** Consecutive start failures, for the backoff exponent. */
   failures: number;
   /** A restart timer is running. */
@@ -88,52 +99,75 @@ export interface SupervisorInput {
     signal?: AbortSignal,
   ) => Promise<string>;
   /** A line of a worker's stdout or stderr. */
-  onOutput: (workerId: number, stream: 'stdout' | 'stderr', line: string) => void;
+  onOutput: (
+    workerId: number,
+    pid: number | null,
+    stream: 'stdout' | 'stderr',
+    line: string,
+  ) => void;
   /** A worker actor was spawned (the pool watches its state). */
   onWorkerSpawned: (workerId: number, ref: WorkerActor) => void;
-  /** What routing emits when it runs outside the machine (see `submitCall`). */
+  /** What routing emits; it runs outside the machine's transitions (see {@link Router}). */
   onRoutingEvent: (event: SupervisorEmitted) => void;
+  /** The clock for ages, sessions and restart intensity, ms. Default `performance.now`. */
+  now?: () => number;
 }
 
 export interface SupervisorContext {
   readonly options: NormalizedOptions;
   readonly input: SupervisorInput;
+  readonly now: () => number;
   spec: SpawnSpec | null;
   readonly slots: Slot[];
-  /** Slots whose worker is idle, in the order they became idle. */
-  readonly idle: Set<number>;
-  readonly queue: CheckoutQueue<PendingCall>;
-  readonly sessions: SessionTable;
+  /** The queue, the free workers and the session pins: routing's one owner. */
+  readonly router: Router<PendingCall, SlotWorker>;
   readonly intensity: RestartIntensity;
   readonly circuit: CircuitActor;
-  /**
-   * Calls are routed synchronously, outside the machine, while this is true (`up`); once the pool
-   * fails or closes, every call and idle worker goes through the machine's events again.
-   */
-  routing: boolean;
-  /** The effects of routing done outside the machine: sent and emitted at once. */
-  readonly direct: RoutingEffects;
-  circuitState: CircuitState;
   /** The slot whose start is the half-open probe. */
   probe: number | null;
-  readyCount: number;
   lastStartError: PyvisorError | null;
   failure: PyvisorError | null;
 }
 
-type WorkerDone = { type: `xstate.done.actor.${string}`; output: WorkerExit };
-
 /** Events the supervisor receives. */
 export type SupervisorEvent =
-  | { type: 'call.requested'; call: PendingCall }
-  | { type: 'call.abandoned'; call: PendingCall }
   | { type: 'pool.close'; timeout: number }
   | { type: 'restart.due'; slot: number }
   | { type: 'close.deadline' }
   | { type: 'maintenance.tick' }
-  | WorkerEmitted
-  | CircuitEmitted
-  | WorkerDone;
+  /** A worker machine reached its final state (raised from its done event, see below). */
+  | { type: 'worker.exited'; exit: WorkerExit }
+  /** A child reached its final state: a worker (its id starts with `worker-`) or nothing else. */
+  | { type: `xstate.done.actor.${string}`; output: unknown }
+  /** A child actor failed (a bug, not a process death): the pool fails. */
+  | { type: `xstate.error.actor.${string}`; error: unknown }
+  | Extract<WorkerEmitted, { type: 'worker.ready' | 'health.failed' }>
+  | CircuitEmitted;
+
+/**
+ * Every event type the supervisor receives, for tools and the completeness test (the `Record`
+ * makes the compiler check that it is complete). `xstate.error.actor.*` and `xstate.done.actor.*`
+ * stand for the error and done events of its children.
+ */
+export const SUPERVISOR_EVENT_TYPES = Object.keys({
+  'pool.close': true,
+  'restart.due': true,
+  'close.deadline': true,
+  'maintenance.tick': true,
+  'worker.exited': true,
+  'xstate.error.actor.*': true,
+  'xstate.done.actor.*': true,
+  'worker.ready': true,
+  'health.failed': true,
+  'circuit.opened': true,
+  'circuit.halfOpen': true,
+  'circuit.closed': true,
+} satisfies Record<
+  | Exclude<SupervisorEvent['type'], `xstate.${'error' | 'done'}.actor.${string}`>
+  | 'xstate.error.actor.*'
+  | 'xstate.done.actor.*',
+  true
+>) as string[];
 
 /** Events the supervisor emits for the pool's event emitter. */
 export type SupervisorEmitted =
@@ -155,13 +189,8 @@ export type SupervisorEmitted =
       reason: WorkerExit['reason'] | 'recycled';
       exit: WorkerExit;
     }
-  | { type: 'worker.recycling'; workerId: number; pid: number | null; why: 'maxCalls' | 'maxAge' }
-  | {
-      type: 'session.moved';
-      session: string;
-      from: { workerId: number; generation: number };
-      to: { workerId: number; generation: number };
-    }
+  | { type: 'worker.recycling'; workerId: number; pid: number | null; why: RetireWhy }
+  | RouterEvent
   | { type: 'session.expired'; session: string }
   | { type: 'circuit.changed'; state: CircuitState; error: PyvisorError | null }
   | { type: 'health.failed'; workerId: number; pid: number | null };
@@ -231,69 +260,72 @@ function tickInterval(options: NormalizedOptions): number {
   return Math.max(10, Math.min(...candidates));
 }
 
+/** The breaker's state: its machine is the one owner. */
+export function circuitStateOf(context: SupervisorContext): CircuitState {
+  return context.circuit.getSnapshot().value as CircuitState;
+}
+
+/** A call that finds no free worker fails fast while the breaker is not closed and none is ready. */
+function refusal(context: SupervisorContext): PyvisorError | null {
+  if (circuitStateOf(context) === 'closed' || context.router.ready > 0) return null;
+  return new CircuitOpenError(context.lastStartError);
+}
+
 /** Starts a new process in `slot`. */
 function startWorker(context: SupervisorContext, enqueue: Enqueue, slot: Slot): void {
-  const { options, input } = context;
+  const { options, input, router } = context;
   slot.blocked = false;
   slot.restartPending = false;
   if (slot.generation > 0) slot.restarts++;
   slot.generation++;
-  slot.processCalls = 0;
-  slot.ready = false;
   slot.pid = null;
-  slot.startedAt = now();
-  const generation = slot.generation;
-  const index = slot.index;
+  const worker = new SlotWorker(slot.index, slot.generation, context.now());
+  slot.worker = worker;
   enqueue.spawn((spawn, self) => {
     const spawnTransport: SpawnTransport = (spec, handlers) => {
       const transport = input.spawn(spec, {
         ...handlers,
-        output: (stream, line) => input.onOutput(index, stream, line),
+        output: (stream, line) => input.onOutput(slot.index, slot.pid, stream, line),
       });
       slot.pid = transport.pid ?? null;
       return transport;
     };
     const ref = spawn(workerMachine, {
-      id: `worker-${index}-${generation}`,
+      id: `worker-${slot.index}-${worker.generation}`,
       input: {
-        workerId: index,
-        generation,
+        workerId: slot.index,
+        generation: worker.generation,
         spec: context.spec!,
         spawn: spawnTransport,
         initTimeout: options.initTimeout,
         cancelGrace: options.cancelGrace,
         healthTimeout: options.healthCheck ? options.healthCheck.timeout : 0,
         stopTimeout: options.stopTimeout,
-        // recycle.maxCalls is applied by the supervisor (see retireIfDue).
+        // recycle.maxCalls is applied by the router, which counts calls as it routes them.
         maxCalls: Number.POSITIVE_INFINITY,
         calls: {
-          waiting: (_, gen) => {
-            const current = (self as SupervisorActor).getSnapshot().context;
-            return gen === slot.generation && callWaitingFor(current, slot);
-          },
-          take: () => {
-            const current = (self as SupervisorActor).getSnapshot().context;
-            return takeWaitingCall(current, current.direct, slot);
-          },
+          waiting: () => router.hasCallFor(worker),
+          take: () => router.nextFor(worker),
         },
       },
     }) as WorkerActor;
+    worker.ref = ref;
     ref.on('*', (event) => {
-      // A worker that became idle takes its next call at once (no supervisor event per call).
-      const current = (self as SupervisorActor).getSnapshot().context;
-      if (event.type === 'worker.idle' && current.routing) serveIdle(current, event);
+      // Routing events go straight to the router (no supervisor event per call).
+      if (event.type === 'worker.idle') router.workerFree(worker);
+      else if (event.type === 'worker.bounced') router.bounced(event.call as PendingCall);
       else self.send(event as SupervisorEvent);
     });
-    slot.ref = ref;
-    input.onWorkerSpawned(index, ref);
+    input.onWorkerSpawned(slot.index, ref);
   });
 }
 
 /** Starts `slot` now if the breaker allows it, else parks it until the breaker changes. */
 function startIfAllowed(context: SupervisorContext, enqueue: Enqueue, slot: Slot): void {
-  if (context.circuitState === 'closed') {
+  const circuit = circuitStateOf(context);
+  if (circuit === 'closed') {
     startWorker(context, enqueue, slot);
-  } else if (context.circuitState === 'halfOpen' && context.probe === null) {
+  } else if (circuit === 'halfOpen' && context.probe === null) {
     context.probe = slot.index;
     startWorker(context, enqueue, slot);
   } else {
@@ -310,22 +342,16 @@ function cancelRestarts(context: SupervisorContext, enqueue: Enqueue): void {
 }
 
 /** Bookkeeping for a worker that ended; returns its slot, or undefined for a stale event. */
-function releaseSlot(
-  context: SupervisorContext,
-  enqueue: Enqueue,
-  exit: WorkerExit,
-): Slot | undefined {
+function releaseSlot(context: SupervisorContext, enqueue: Enqueue, exit: WorkerExit) {
   const slot = context.slots[exit.workerId];
-  if (!slot || slot.generation !== exit.generation || !slot.ref) return undefined;
-  enqueue.stopChild(slot.ref);
-  slot.ref = null;
+  const worker = slot?.worker;
+  if (!slot || !worker || worker.generation !== exit.generation) return undefined;
+  enqueue.stopChild(worker.ref);
+  // Calls waiting for this worker (sessions) go back to the shared queue.
+  context.router.workerGone(worker);
+  slot.worker = null;
   slot.pid = null;
   slot.lastExit = exit;
-  context.idle.delete(slot.index);
-  if (slot.ready) context.readyCount--;
-  slot.ready = false;
-  // Calls waiting for this worker (sessions) go back to the shared queue.
-  context.queue.unpin(slot.index);
   return slot;
 }
 
@@ -340,16 +366,21 @@ function isCrash(exit: WorkerExit): boolean {
   );
 }
 
-function liveSlots(context: SupervisorContext): number {
-  let n = 0;
-  for (const slot of context.slots) if (slot.ref) n++;
-  return n;
+function stopAll(context: SupervisorContext, reason: 'close' | 'failed'): void {
+  // Starting workers end at once; busy ones finish their call first.
+  for (const slot of context.slots) slot.worker?.stop(reason);
 }
 
+// Any other child finishing would be a bug in pyvisor; there is nothing to do with it.
+const WORKER_DONE_TRANSITION = [
+  { guard: 'a worker finished', actions: 'name the worker exit' },
+  {},
+] as const;
+
 /**
- * The pool's supervisor: starts every worker eagerly, owns the checkout queue and the session
- * table, restarts dead workers with backoff, bounds restart storms (restart intensity) and
- * consults the circuit breaker before every start.
+ * The pool's supervisor: starts every worker eagerly, restarts dead workers with backoff, bounds
+ * restart storms (restart intensity) and consults the circuit breaker before every start. Calls
+ * are routed by its {@link Router}.
  */
 export const supervisorMachine = setup({
   types: {
@@ -365,22 +396,35 @@ export const supervisorMachine = setup({
     circuit: circuitMachine,
   },
   guards: {
-    'every worker ready': ({ context, event }) =>
-      event.type === 'worker.ready' &&
-      context.slots[event.workerId]?.generation === event.generation &&
-      context.readyCount + 1 === context.options.size,
-    'restart intensity exceeded': ({ context, event }) => {
-      const exit = (event as WorkerDone).output;
-      const slot = context.slots[exit.workerId];
+    'every worker ready': ({ context, event }) => {
+      if (event.type !== 'worker.ready') return false;
+      const worker = context.slots[event.workerId]?.worker;
       return (
-        slot?.generation === exit.generation &&
-        isCrash(exit) &&
-        context.intensity.wouldExceed(now())
+        worker?.generation === event.generation &&
+        !context.router.isCurrent(worker) &&
+        context.router.ready + 1 === context.options.size
       );
     },
-    'no worker left': ({ context }) => liveSlots(context) === 0,
+    'restart intensity exceeded': ({ context, event }) => {
+      if (event.type !== 'worker.exited') return false;
+      const { exit } = event;
+      return (
+        context.slots[exit.workerId]?.worker?.generation === exit.generation &&
+        isCrash(exit) &&
+        context.intensity.wouldExceed(context.now())
+      );
+    },
+    'no worker left': ({ context }) => context.slots.every((slot) => slot.worker === null),
+    // Workers are the only children that finish: the circuit and the ticker run until stopped,
+    // and the interpreter lookup's done event is handled by its invoke.
+    'a worker finished': ({ event }) => event.type.startsWith(WORKER_DONE),
   },
   actions: {
+    // A worker's done event becomes the named `worker.exited`, handled in the same macrostep.
+    'name the worker exit': raise(({ event }) => ({
+      type: 'worker.exited' as const,
+      exit: (event as { output: WorkerExit }).output,
+    })),
     'start python resolution failure': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
       const cause = (event as { error?: unknown }).error;
@@ -396,75 +440,38 @@ export const supervisorMachine = setup({
       );
       for (const slot of context.slots) startIfAllowed(context, enqueue, slot);
     }),
-    'route call': enqueueActions(({ context, event, enqueue }) => {
-      if (event.type === 'call.requested') routeCall(context, effects(enqueue), event.call);
-    }),
-    'reject call as failed': ({ context, event }) => {
-      if (event.type === 'call.requested') {
-        event.call.reject(context.failure ?? new PoolFailedError('The pool failed'));
-      }
-    },
-    'reject call as closed': ({ event }) => {
-      if (event.type === 'call.requested') event.call.reject(new PoolClosedError());
-    },
-    'abandon call': enqueueActions(({ context, event, enqueue: raw }) => {
-      const enqueue = effects(raw);
-      if (event.type !== 'call.abandoned') return;
-      const call = event.call;
-      if (call.workerId < 0) {
-        context.queue.dropped(call);
-        return;
-      }
-      const ref = context.slots[call.workerId]?.ref;
-      // The worker ignores a cancel for a call it no longer runs.
-      if (ref) enqueue.sendTo(ref, { type: 'call.cancel', callId: call.id } satisfies WorkerEvent);
-    }),
     'note worker ready': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
       if (event.type !== 'worker.ready') return;
       const slot = context.slots[event.workerId];
-      if (!slot || slot.generation !== event.generation) return;
-      slot.ready = true;
+      const worker = slot?.worker;
+      if (!slot || !worker || worker.generation !== event.generation) return;
+      if (context.router.isCurrent(worker)) return;
       slot.failures = 0;
-      context.readyCount++;
       if (context.probe === slot.index) context.probe = null;
       enqueue.sendTo(context.circuit, { type: 'start.succeeded' });
       enqueue.emit({
         type: 'worker.started',
         workerId: slot.index,
         pid: slot.pid,
-        initMs: now() - slot.startedAt,
+        initMs: context.now() - worker.startedAt,
         info: event.info,
       });
-      if (context.readyCount === context.options.size) enqueue.emit({ type: 'pool.ready' });
+      // It joins the router now and may take waiting calls at once.
+      context.router.workerReady(worker);
+      if (context.router.ready === context.options.size) enqueue.emit({ type: 'pool.ready' });
     }),
-    'serve idle worker': enqueueActions(({ context, event, enqueue }) => {
-      if (event.type === 'worker.idle') serveIdle(context, event, effects(enqueue));
-    }),
-    'requeue bounced call': enqueueActions(({ context, event, enqueue: raw }) => {
-      const enqueue = effects(raw);
-      if (event.type !== 'worker.bounced') return;
-      if (event.call.settled) return;
-      context.queue.requeue(event.call as PendingCall);
-      serveAll(context, enqueue);
-    }),
-    'stop the worker': enqueueActions(({ context, event, enqueue: raw }) => {
-      const enqueue = effects(raw);
-      const e = event as { workerId: number; generation: number };
-      const slot = context.slots[e.workerId];
-      if (slot && slot.generation === e.generation) {
-        context.idle.delete(slot.index);
-        stopWorker(enqueue, slot, context.failure ? 'failed' : 'close');
-      }
-    }),
-    'reject bounced call': ({ context, event }) => {
-      if (event.type === 'worker.bounced') {
-        event.call.reject(context.failure ?? new PoolClosedError());
+    'stop the worker': ({ context, event }) => {
+      if (event.type !== 'worker.ready') return;
+      const worker = context.slots[event.workerId]?.worker;
+      if (worker?.generation === event.generation) {
+        worker.stop(context.failure ? 'failed' : 'close');
       }
     },
     'handle worker exit': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
-      const exit = (event as WorkerDone).output;
+      if (event.type !== 'worker.exited') return;
+      const { exit } = event;
       const slot = releaseSlot(context, enqueue, exit);
       enqueue.emit({ type: 'worker.exited', exit });
       if (!slot) return;
@@ -473,13 +480,13 @@ export const supervisorMachine = setup({
       if (isStartFailure(exit)) {
         context.lastStartError = exit.error;
         // In half-open only the probe decides; an older start failing late says nothing new.
-        const counts = context.circuitState !== 'halfOpen' || context.probe === slot.index;
+        const counts = circuitStateOf(context) !== 'halfOpen' || context.probe === slot.index;
         if (context.probe === slot.index) context.probe = null;
         if (counts) enqueue.sendTo(context.circuit, { type: 'start.failed' });
         delay = backoffDelay(slot.failures, context.options.restart);
         slot.failures++;
       } else if (isCrash(exit)) {
-        context.intensity.record(now());
+        context.intensity.record(context.now());
         delay = backoffDelay(0, context.options.restart);
       } else {
         // Planned replacement (recycled, or killed after ignoring a cancel): no backoff.
@@ -490,31 +497,35 @@ export const supervisorMachine = setup({
       enqueue.emit({ type: 'worker.restarting', workerId: slot.index, delay, reason, exit });
       enqueue.raise(
         { type: 'restart.due', slot: slot.index },
-        {
-          delay,
-          id: `restart-${slot.index}`,
-        },
+        { delay, id: `restart-${slot.index}` },
       );
-      // Calls unpinned from the dead worker may fit idle workers now; if it was the last ready
-      // one and the breaker is not closed, waiting calls fail fast like new ones would.
-      if (circuitBlocksCalls(context)) {
-        rejectQueued(context, () => new CircuitOpenError(context.lastStartError));
-      }
-      serveAll(context, enqueue);
+      // If it was the last ready worker and the breaker is not closed, waiting calls fail fast
+      // like new ones would.
+      const refused = refusal(context);
+      if (refused) context.router.rejectQueued(() => refused);
     }),
     'release worker': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
-      const exit = (event as WorkerDone).output;
-      releaseSlot(context, enqueue, exit);
-      enqueue.emit({ type: 'worker.exited', exit });
+      if (event.type !== 'worker.exited') return;
+      releaseSlot(context, enqueue, event.exit);
+      enqueue.emit({ type: 'worker.exited', exit: event.exit });
     }),
     'fail the pool': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
-      const exit = (event as WorkerDone).output;
       const { maxRestarts, period } = context.options.restart;
       context.failure = new PoolFailedError(
         `The pool failed: workers crashed more than ${maxRestarts} times within ${period} ms (restart.maxRestarts / restart.period)`,
-        exit.error,
+        event.type === 'worker.exited' ? event.exit.error : undefined,
+      );
+      enqueue.emit({ type: 'pool.failed', error: context.failure });
+    }),
+    'fail the pool for a child error': enqueueActions(({ context, event, enqueue: raw }) => {
+      const enqueue = effects(raw);
+      const cause = (event as { error?: unknown }).error;
+      const message = cause instanceof Error ? cause.message : String(cause);
+      context.failure = new PoolFailedError(
+        `The pool failed: an internal actor failed (${event.type.slice('xstate.error.actor.'.length)}): ${message}`,
+        cause,
       );
       enqueue.emit({ type: 'pool.failed', error: context.failure });
     }),
@@ -522,22 +533,21 @@ export const supervisorMachine = setup({
       const enqueue = effects(raw);
       if (event.type !== 'restart.due') return;
       const slot = context.slots[event.slot];
-      if (!slot || slot.ref || !slot.restartPending) return;
+      if (!slot || slot.worker || !slot.restartPending) return;
       slot.restartPending = false;
       startIfAllowed(context, enqueue, slot);
     }),
     'note circuit opened': enqueueActions(({ context, enqueue: raw }) => {
       const enqueue = effects(raw);
-      context.circuitState = 'open';
       const error = new CircuitOpenError(context.lastStartError);
       enqueue.emit({ type: 'circuit.changed', state: 'open', error: context.lastStartError });
       enqueue.emit({ type: 'pool.circuitOpen', error });
-      if (context.readyCount === 0)
-        rejectQueued(context, () => new CircuitOpenError(context.lastStartError));
+      if (context.router.ready === 0) {
+        context.router.rejectQueued(() => new CircuitOpenError(context.lastStartError));
+      }
     }),
     'start the probe': enqueueActions(({ context, enqueue: raw }) => {
       const enqueue = effects(raw);
-      context.circuitState = 'halfOpen';
       enqueue.emit({ type: 'circuit.changed', state: 'halfOpen', error: null });
       const parked = context.slots.find((slot) => slot.blocked);
       if (parked && context.probe === null) {
@@ -547,30 +557,19 @@ export const supervisorMachine = setup({
     }),
     'start parked slots': enqueueActions(({ context, enqueue: raw }) => {
       const enqueue = effects(raw);
-      context.circuitState = 'closed';
       context.probe = null;
       enqueue.emit({ type: 'circuit.changed', state: 'closed', error: null });
       for (const slot of context.slots) if (slot.blocked) startWorker(context, enqueue, slot);
     }),
-    'note circuit state': ({ context, event }) => {
-      if (event.type === 'circuit.opened') context.circuitState = 'open';
-      else if (event.type === 'circuit.halfOpen') context.circuitState = 'halfOpen';
-      else if (event.type === 'circuit.closed') context.circuitState = 'closed';
-    },
     'do maintenance': enqueueActions(({ context, enqueue: raw }) => {
       const enqueue = effects(raw);
-      const t = now();
-      for (const session of context.sessions.sweep(t)) {
-        enqueue.emit({ type: 'session.expired', session });
-      }
       const { healthCheck } = context.options;
-      for (const index of [...context.idle]) {
-        const slot = context.slots[index]!;
-        if (retireIfDue(context, enqueue, slot)) continue;
-        if (healthCheck && t - slot.idleSince >= healthCheck.interval) {
-          context.idle.delete(index);
-          enqueue.sendTo(slot.ref!, { type: 'health.check' } satisfies WorkerEvent);
-        }
+      const { expired, toCheck } = context.router.maintain(
+        healthCheck ? healthCheck.interval : null,
+      );
+      for (const session of expired) enqueue.emit({ type: 'session.expired', session });
+      for (const worker of toCheck) {
+        enqueue.sendTo(worker.ref, { type: 'health.check' } satisfies WorkerEvent);
       }
     }),
     'report health failure': enqueueActions(({ event, enqueue: raw }) => {
@@ -580,86 +579,89 @@ export const supervisorMachine = setup({
       }
     }),
     'shut down for failure': enqueueActions(({ context, enqueue: raw }) => {
-      context.routing = false;
       const enqueue = effects(raw);
-      rejectQueued(context, () => context.failure!);
+      context.router.stop(() => context.failure!);
       cancelRestarts(context, enqueue);
-      context.idle.clear();
-      context.sessions.clear();
-      for (const slot of context.slots) stopWorker(enqueue, slot, 'failed');
+      stopAll(context, 'failed');
     }),
     'begin closing': enqueueActions(({ context, event, enqueue: raw }) => {
-      context.routing = false;
       const enqueue = effects(raw);
-      rejectQueued(context, () => new PoolClosedError('The pool closed before the call started'));
+      context.router.stop(() => new PoolClosedError('The pool closed before the call started'));
       cancelRestarts(context, enqueue);
-      context.idle.clear();
-      context.sessions.clear();
-      for (const slot of context.slots) {
-        // Starting workers end at once; busy ones finish their call first.
-        if (slot.ref) stopWorker(enqueue, slot, 'close');
-      }
+      stopAll(context, 'close');
       const timeout = event.type === 'pool.close' ? event.timeout : 0;
       enqueue.raise({ type: 'close.deadline' }, { delay: timeout, id: 'close-deadline' });
     }),
-    'kill remaining workers': enqueueActions(({ context, enqueue: raw }) => {
-      const enqueue = effects(raw);
+    'kill remaining workers': ({ context }) => {
       for (const slot of context.slots) {
-        if (slot.ref) {
-          enqueue.sendTo(slot.ref, {
-            type: 'worker.kill',
-            error: new PoolClosedError('The pool closed before the call finished (close timeout)'),
-          } satisfies WorkerEvent);
-        }
+        slot.worker?.ref.send({
+          type: 'worker.kill',
+          error: new PoolClosedError('The pool closed before the call finished (close timeout)'),
+        });
       }
-    }),
+    },
   },
 }).createMachine({
   id: 'supervisor',
-  context: ({ input, spawn, self }) => {
+  context: ({ input, spawn, self }): SupervisorContext => {
     const { options } = input;
+    const now = input.now ?? (() => performance.now());
     const circuit = spawn('circuit', {
       id: 'circuit',
       input: { threshold: options.circuit.threshold, resetTimeout: options.circuit.resetTimeout },
     }) as CircuitActor;
     circuit.on('*', (event) => self.send(event as SupervisorEvent));
+    const slots: Slot[] = Array.from({ length: options.size }, (_, index) => ({
+      index,
+      generation: 0,
+      worker: null,
+      pid: null,
+      restarts: 0,
+      failures: 0,
+      restartPending: false,
+      blocked: false,
+      lastExit: null,
+    }));
+    const live = (): SupervisorContext => (self as AnyActorRef).getSnapshot().context;
     return {
       options,
       input,
+      now,
       spec: null,
-      slots: Array.from({ length: options.size }, (_, index) => ({
-        index,
-        generation: 0,
-        ref: null,
-        pid: null,
-        ready: false,
-        startedAt: 0,
-        idleSince: 0,
-        restarts: 0,
-        calls: 0,
-        processCalls: 0,
-        failures: 0,
-        restartPending: false,
-        blocked: false,
-        lastExit: null,
-      })),
-      idle: new Set<number>(),
-      queue: new CheckoutQueue<PendingCall>(options.size),
-      sessions: new SessionTable(options.sessionTtl),
+      slots,
+      router: new Router<PendingCall, SlotWorker>(
+        {
+          slots: options.size,
+          maxQueue: options.maxQueue,
+          sessionTtl: options.sessionTtl,
+          recycle: options.recycle,
+        },
+        {
+          now,
+          // The live context: XState copies it on every assign, so none is captured here.
+          refusal: () => refusal(live()),
+          retire: (worker, why) => {
+            const current = live();
+            // Keep the last ready worker while the breaker is not closed: its replacement
+            // could not start.
+            if (circuitStateOf(current) !== 'closed' && current.router.ready <= 1) return false;
+            const pid = current.slots[worker.slot]?.pid ?? null;
+            // Deferred: this runs inside call() and inside a worker's transition, where a user's
+            // listener must neither run nor throw (XState's own emits are deferred the same way).
+            queueMicrotask(() =>
+              input.onRoutingEvent({ type: 'worker.recycling', workerId: worker.slot, pid, why }),
+            );
+            worker.stop('recycle');
+            return true;
+          },
+          emit: (event) => queueMicrotask(() => input.onRoutingEvent(event)),
+        },
+      ),
       intensity: new RestartIntensity(options.restart.maxRestarts, options.restart.period),
       circuit,
-      circuitState: 'closed' as CircuitState,
       probe: null,
-      readyCount: 0,
       lastStartError: null,
       failure: null,
-      routing: true,
-      direct: {
-        sendTo: (ref, event) => ref.send(event),
-        // Deferred: routing runs inside call() and inside a worker's transition, where a user's
-        // listener must neither run nor throw (XState's own emits are deferred the same way).
-        emit: (event) => queueMicrotask(() => input.onRoutingEvent(event)),
-      },
     };
   },
   initial: 'up',
@@ -690,13 +692,9 @@ export const supervisorMachine = setup({
         running: {},
       },
       on: {
-        'call.requested': { actions: 'route call' },
-        'call.abandoned': { actions: 'abandon call' },
         'worker.ready': { actions: 'note worker ready' },
-        'worker.idle': { actions: 'serve idle worker' },
-        'worker.bounced': { actions: 'requeue bounced call' },
         'health.failed': { actions: 'report health failure' },
-        'xstate.done.actor.*': [
+        'worker.exited': [
           {
             guard: 'restart intensity exceeded',
             target: 'failed',
@@ -704,43 +702,60 @@ export const supervisorMachine = setup({
           },
           { actions: 'handle worker exit' },
         ],
+        'xstate.done.actor.*': WORKER_DONE_TRANSITION,
+        'xstate.error.actor.*': { target: 'failed', actions: 'fail the pool for a child error' },
         'restart.due': { actions: 'restart slot' },
         'circuit.opened': { actions: 'note circuit opened' },
         'circuit.halfOpen': { actions: 'start the probe' },
         'circuit.closed': { actions: 'start parked slots' },
         'maintenance.tick': { actions: 'do maintenance' },
         'pool.close': { target: 'closing' },
+        // Raised only while closing.
+        'close.deadline': {},
       },
     },
     failed: {
       entry: 'shut down for failure',
       on: {
-        'call.requested': { actions: 'reject call as failed' },
-        'call.abandoned': { actions: 'abandon call' },
+        // Started before the pool failed; it was already told to stop, this makes sure.
         'worker.ready': { actions: 'stop the worker' },
-        'worker.idle': { actions: 'stop the worker' },
-        'worker.bounced': { actions: 'reject bounced call' },
-        'xstate.done.actor.*': { actions: 'release worker' },
-        'circuit.opened': { actions: 'note circuit state' },
-        'circuit.halfOpen': { actions: 'note circuit state' },
-        'circuit.closed': { actions: 'note circuit state' },
+        'worker.exited': { actions: 'release worker' },
+        'xstate.done.actor.*': WORKER_DONE_TRANSITION,
+        // Already failed: the first failure is the one reported.
+        'xstate.error.actor.*': {},
+        // Restarts were cancelled on entry; a timer that fired in the same step is stale.
+        'restart.due': {},
+        // Every worker is stopping: nothing to check, retire or forget.
+        'maintenance.tick': {},
+        // The worker is being stopped anyway; its exit follows.
+        'health.failed': {},
+        // The breaker's state is read from its machine; nothing starts any more.
+        'circuit.opened': {},
+        'circuit.halfOpen': {},
+        'circuit.closed': {},
         'pool.close': { target: 'closing' },
+        // Raised only while closing.
+        'close.deadline': {},
       },
     },
     closing: {
       entry: 'begin closing',
       always: { guard: 'no worker left', target: 'closed' },
       on: {
-        'call.requested': { actions: 'reject call as closed' },
-        'call.abandoned': { actions: 'abandon call' },
         'worker.ready': { actions: 'stop the worker' },
-        'worker.idle': { actions: 'stop the worker' },
-        'worker.bounced': { actions: 'reject bounced call' },
-        'xstate.done.actor.*': { actions: 'release worker' },
+        'worker.exited': { actions: 'release worker' },
+        'xstate.done.actor.*': WORKER_DONE_TRANSITION,
+        // Closing already ends every process; the pool's close() resolves when they are gone.
+        'xstate.error.actor.*': {},
         'close.deadline': { actions: 'kill remaining workers' },
-        'circuit.opened': { actions: 'note circuit state' },
-        'circuit.halfOpen': { actions: 'note circuit state' },
-        'circuit.closed': { actions: 'note circuit state' },
+        // Already closing (close() returns the same promise; this is a second event at most).
+        'pool.close': {},
+        'restart.due': {},
+        'maintenance.tick': {},
+        'health.failed': {},
+        'circuit.opened': {},
+        'circuit.halfOpen': {},
+        'circuit.closed': {},
       },
     },
     closed: { type: 'final' },
@@ -750,23 +765,88 @@ export const supervisorMachine = setup({
 /** A running supervisor actor. */
 export type SupervisorActor = ActorRefFrom<typeof supervisorMachine>;
 
-/** Gives the worker that reported idle its next call (stale reports are ignored). */
-function serveIdle(
-  context: SupervisorContext,
-  event: Extract<WorkerEmitted, { type: 'worker.idle' }>,
-  enqueue: RoutingEffects = context.direct,
-): void {
-  const slot = context.slots[event.workerId];
-  if (!slot || slot.generation !== event.generation || !slot.ref) return;
-  serve(context, enqueue, slot);
+/** The pool's public phase. */
+export type PoolPhase = 'starting' | 'running' | 'failed' | 'closing' | 'closed';
+
+/** One slot as `stats()` shows it. */
+export interface SlotView {
+  id: number;
+  pid: number | null;
+  state: WorkerState;
+  calls: number;
+  restarts: number;
+  generation: number;
+}
+
+/** What the pool may know of its supervisor: read-only, decoded here and nowhere else. */
+export interface SupervisorView {
+  phase: PoolPhase;
+  failure: PyvisorError | null;
+  circuit: CircuitState;
+  queued: number;
+  sessions: number;
+  /** Every slot has a worker that is ready or busy. */
+  allReady: boolean;
+  slots: SlotView[];
+}
+
+/** The pool's view of a supervisor snapshot. */
+export function viewOf(snapshot: SnapshotFrom<typeof supervisorMachine>): SupervisorView {
+  const { context } = snapshot;
+  const { router } = context;
+  let phase: PoolPhase;
+  if (snapshot.status === 'done') phase = 'closed';
+  else if (snapshot.status === 'error' || snapshot.matches('failed')) phase = 'failed';
+  else if (snapshot.matches('closing')) phase = 'closing';
+  else if (snapshot.matches({ up: 'running' })) phase = 'running';
+  else phase = 'starting';
+  const slots = context.slots.map((slot) => ({
+    id: slot.index,
+    pid: slot.worker ? slot.pid : null,
+    state: slotState(slot),
+    calls: router.callsOf(slot.index),
+    restarts: slot.restarts,
+    generation: slot.generation,
+  }));
+  return {
+    phase,
+    failure: context.failure,
+    circuit: circuitStateOf(context),
+    queued: router.queued,
+    sessions: router.sessions,
+    allReady:
+      router.ready === context.options.size &&
+      slots.every((s) => s.state === 'ready' || s.state === 'busy'),
+    slots,
+  };
+}
+
+/** The public state of a slot. */
+export function slotState(slot: Slot): WorkerState {
+  if (!slot.worker) return slot.restartPending || slot.blocked ? 'restarting' : 'stopped';
+  return workerStateOf(slot.worker.ref.getSnapshot());
+}
+
+/** Submits a new call: routing is synchronous (no machine event). */
+export function submitCall(supervisor: SupervisorActor, call: PendingCall): void {
+  supervisor.getSnapshot().context.router.route(call);
+}
+
+/** A call settled early (timeout, abort, stream left): drop it from the queue, or cancel it. */
+export function abandonCall(supervisor: SupervisorActor, call: PendingCall): void {
+  supervisor.getSnapshot().context.router.abandon(call);
 }
 
 /**
- * Submits a new call: routed at once while the pool is up (no machine event), else through the
- * supervisor, which rejects it with the reason the pool is not taking calls.
+ * The supervisor actor itself failed (an exception in pyvisor): XState stopped it and its
+ * workers, so nothing else will settle the calls. Rejects the queued ones and those the workers
+ * were running.
  */
-export function submitCall(supervisor: SupervisorActor, call: PendingCall): void {
+export function failEveryCall(supervisor: SupervisorActor, error: PyvisorError): void {
   const { context } = supervisor.getSnapshot();
-  if (context.routing) routeCall(context, context.direct, call);
-  else supervisor.send({ type: 'call.requested', call });
+  context.router.stop(() => error);
+  for (const slot of context.slots) {
+    const ref = slot.worker?.ref;
+    (ref?.getSnapshot().context.call as PendingCall | null | undefined)?.reject(error);
+  }
 }

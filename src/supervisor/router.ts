@@ -1,0 +1,460 @@
+/**
+ * The one owner of routing state: the checkout queue, the free workers and the session pins.
+ * Nothing else changes them. The supervisor creates the router and holds it in its context; it
+ * tells the router about workers (ready, free, gone) and asks it to `route` calls. Routing runs
+ * synchronously on the per-call path (a new call, a worker finishing one), without a trip
+ * through the supervisor's mailbox, which would cost two machine events per call (see
+ * docs/benchmarks.md).
+ *
+ * The router knows nothing of XState: a worker is a {@link RoutedWorker} (one per process), a
+ * call a {@link RoutedCall}, and time comes from an injected clock, so it is unit-tested alone.
+ */
+import { type PyvisorError, QueueFullError } from '../errors.js';
+import { CheckoutQueue, type QueuedCall } from './checkout-queue.js';
+import { SessionTable } from './sessions.js';
+
+/** What the router needs of a call. */
+export interface RoutedCall extends QueuedCall {
+  readonly id: number;
+  readonly session: string | undefined;
+  /** Slot of the worker running it, once dispatched (-1 before). */
+  readonly workerId: number;
+  reject(error: unknown): void;
+}
+
+/** One worker process, as the router sees it. */
+export interface RoutedWorker<C extends RoutedCall> {
+  /** Slot index (stable across the slot's processes). */
+  readonly slot: number;
+  /** Which process of the slot this is. */
+  readonly generation: number;
+  /** When the process was started (the router's clock), for `recycle.maxAge`. */
+  readonly startedAt: number;
+  /** Whether it can take a call at this moment (it may be ending without having said so). */
+  isIdle(): boolean;
+  /** Hands it a call (it must be idle). */
+  start(call: C): void;
+  /** Asks it to cancel the call it runs with this id (ignored if it runs another). */
+  cancel(callId: number): void;
+}
+
+/** What routing tells the outside world. */
+export type RouterEvent = {
+  type: 'session.moved';
+  session: string;
+  from: { workerId: number; generation: number };
+  to: { workerId: number; generation: number };
+};
+
+/** Why a worker is due for replacement. */
+export type RetireWhy = 'maxCalls' | 'maxAge';
+
+/** What the router asks of its owner (the supervisor). */
+export interface RouterHooks<C extends RoutedCall, W extends RoutedWorker<C>> {
+  /** The clock, ms (`performance.now` in the pool, a fake in tests). */
+  now(): number;
+  /** The error for a call that finds no free worker and may not wait for one, or null. */
+  refusal(): PyvisorError | null;
+  /**
+   * A free worker is past `recycle.maxCalls` or `recycle.maxAge`: stop it and return true (the
+   * router then routes nothing more to it), or return false to keep it (the supervisor keeps the
+   * last ready worker while no replacement can start).
+   */
+  retire(worker: W, why: RetireWhy): boolean;
+  /** Told after the router's own state changed; never from inside a worker's transition. */
+  emit(event: RouterEvent): void;
+}
+
+/** Options of a {@link Router}. */
+export interface RouterOptions {
+  slots: number;
+  maxQueue: number;
+  sessionTtl: number;
+  recycle: { maxCalls: number; maxAge: number };
+}
+
+/** The read-only view of routing that `stats()`, telemetry and the inspector get. */
+export interface RouterView {
+  /** Calls waiting for a worker. */
+  readonly queued: number;
+  /** Sessions pinned now (expired ones not yet swept included). */
+  readonly sessions: number;
+  /** Workers registered as ready (idle or busy). */
+  readonly ready: number;
+  /** Workers free to take a call. */
+  readonly free: number;
+  /** Calls dispatched to `slot`, all its processes together. */
+  callsOf(slot: number): number;
+  /** Calls dispatched to the slot's current process. */
+  processCallsOf(slot: number): number;
+}
+
+/** What the maintenance tick found. */
+export interface Maintenance<W> {
+  /** Sessions that expired (now forgotten). */
+  expired: string[];
+  /** Free workers idle for at least the health-check interval: taken out of the free list. */
+  toCheck: W[];
+}
+
+/**
+ * Routes calls to workers. Free workers are a stack: a call goes to the most recently used free
+ * worker (LIFO, as pgbouncer and HikariCP do), so sequential calls keep one process warm instead
+ * of rotating over all of them. Idle workers at the bottom are the ones health checks and
+ * `maxAge` reach first, on the maintenance tick.
+ */
+export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements RouterView {
+  readonly #hooks: RouterHooks<C, W>;
+  readonly #maxQueue: number;
+  readonly #recycle: { maxCalls: number; maxAge: number };
+  /** `recycle.maxAge` is set (the clock is not read per call otherwise). */
+  readonly #agesOut: boolean;
+  readonly #queue: CheckoutQueue<C>;
+  readonly #sessions: SessionTable;
+  /** The ready worker of each slot, or null. */
+  readonly #workers: (W | null)[];
+  /** A slot's new worker that said it was free before it was registered as ready. */
+  readonly #early: (W | null)[];
+  /** Free workers, least recently used first (the top of the stack is the end). */
+  #free: W[] = [];
+  /** The order in which each slot's worker last took a call (the free stack's order). */
+  readonly #lastUsed: number[];
+  #uses = 0;
+  /** When each slot's worker became free or passed a health check. */
+  readonly #idleSince: number[];
+  readonly #calls: number[];
+  readonly #processCalls: number[];
+  /** Set once the pool stops taking calls: why new calls are refused. */
+  #stopped: (() => PyvisorError) | null = null;
+
+  constructor(options: RouterOptions, hooks: RouterHooks<C, W>) {
+    this.#hooks = hooks;
+    this.#maxQueue = options.maxQueue;
+    this.#recycle = options.recycle;
+    this.#agesOut = Number.isFinite(options.recycle.maxAge);
+    this.#queue = new CheckoutQueue<C>(options.slots);
+    this.#sessions = new SessionTable(options.sessionTtl);
+    this.#workers = Array.from({ length: options.slots }, () => null);
+    this.#early = Array.from({ length: options.slots }, () => null);
+    this.#lastUsed = new Array<number>(options.slots).fill(0);
+    this.#idleSince = new Array<number>(options.slots).fill(0);
+    this.#calls = new Array<number>(options.slots).fill(0);
+    this.#processCalls = new Array<number>(options.slots).fill(0);
+  }
+
+  get queued(): number {
+    return this.#queue.size;
+  }
+
+  get sessions(): number {
+    return this.#sessions.size;
+  }
+
+  get ready(): number {
+    let n = 0;
+    for (const w of this.#workers) if (w) n++;
+    return n;
+  }
+
+  get free(): number {
+    return this.#free.length;
+  }
+
+  callsOf(slot: number): number {
+    return this.#calls[slot] ?? 0;
+  }
+
+  processCallsOf(slot: number): number {
+    return this.#processCalls[slot] ?? 0;
+  }
+
+  /** Whether `worker` is the slot's current ready worker. */
+  isCurrent(worker: W): boolean {
+    return this.#workers[worker.slot] === worker;
+  }
+
+  /** The ready worker of `slot`, if any. */
+  workerOf(slot: number): W | null {
+    return this.#workers[slot] ?? null;
+  }
+
+  // --- calls -------------------------------------------------------------------------------
+
+  /** Finds a worker for a new call, or queues it; rejects it when it cannot run. */
+  route(call: C): void {
+    if (call.settled) return;
+    if (this.#stopped) {
+      call.reject(this.#stopped());
+      return;
+    }
+    const pinned = this.#pinnedWorker(call);
+    if (pinned) {
+      this.#sessions.bind(call.session!, pinned.slot, pinned.generation, this.#hooks.now());
+      if (this.#takeFree(pinned)) {
+        this.#dispatch(pinned, call);
+        return;
+      }
+    } else {
+      // The most recently used free worker first.
+      for (let i = this.#free.length - 1; i >= 0; i--) {
+        const worker = this.#free[i]!;
+        this.#free.splice(i, 1);
+        // Not idle after all (it is ending): its exit will be reported.
+        if (worker.isIdle()) {
+          this.#dispatch(worker, call);
+          return;
+        }
+      }
+      const refusal = this.#hooks.refusal();
+      if (refusal) {
+        call.reject(refusal);
+        return;
+      }
+    }
+    if (this.#queue.size >= this.#maxQueue) {
+      call.reject(new QueueFullError(this.#maxQueue));
+      return;
+    }
+    this.#queue.push(call, pinned?.slot);
+  }
+
+  /** A call settled on its own (timeout, abort, stream left): drop it, or cancel it where it runs. */
+  abandon(call: C): void {
+    if (call.queued) {
+      this.#queue.dropped(call);
+      return;
+    }
+    if (call.workerId >= 0) this.#workers[call.workerId]?.cancel(call.id);
+  }
+
+  /** A worker could not take the call it was handed (it was ending): route it again. */
+  bounced(call: C): void {
+    if (call.settled) return;
+    if (this.#stopped) {
+      call.reject(this.#stopped());
+      return;
+    }
+    this.#queue.requeue(call);
+    this.#serveFree();
+  }
+
+  /**
+   * Whether the busy `worker`, on finishing its call, can take a waiting call at once (in the
+   * same machine event as the reply). Changes nothing. Only the plain case: retirement and a call
+   * whose session moved elsewhere go through {@link workerFree}.
+   */
+  hasCallFor(worker: W): boolean {
+    if (this.#stopped || !this.isCurrent(worker) || this.#retirementDue(worker) !== null) {
+      return false;
+    }
+    const call = this.#queue.peekLive(worker.slot);
+    if (!call) return false;
+    if (call.session === undefined) return true;
+    const binding = this.#sessions.peek(call.session, this.#hooks.now());
+    if (!binding) return true;
+    const pinned = this.#workers[binding.slot];
+    return !pinned || pinned.generation !== binding.generation || pinned === worker;
+  }
+
+  /** Takes the call {@link hasCallFor} saw, for `worker`, which is about to run it. */
+  nextFor(worker: W): C | undefined {
+    const call = this.#queue.next(worker.slot);
+    if (call) this.#claim(worker, call);
+    return call;
+  }
+
+  // --- workers -----------------------------------------------------------------------------
+
+  /**
+   * A new process reported ready: it joins the pool. It takes calls when it says it is free (its
+   * first `worker.idle` follows its `worker.ready`), or now if that came first.
+   */
+  workerReady(worker: W): void {
+    const slot = worker.slot;
+    this.#workers[slot] = worker;
+    this.#processCalls[slot] = 0;
+    this.#lastUsed[slot] = 0;
+    if (this.#early[slot] === worker) {
+      this.#early[slot] = null;
+      this.#serve(worker);
+    }
+  }
+
+  /** A worker became idle (a call finished with nothing next, or a health check passed). */
+  workerFree(worker: W): void {
+    if (!this.isCurrent(worker)) {
+      // Free before its readiness was noted: served once it is.
+      if (this.#workers[worker.slot] === null) this.#early[worker.slot] = worker;
+      return;
+    }
+    if (this.#free.includes(worker)) return;
+    this.#serve(worker);
+  }
+
+  /** A worker is ending or gone: it takes no more calls, and calls pinned to it may go anywhere. */
+  workerGone(worker: W): void {
+    if (!this.#drop(worker)) return;
+    if (!this.#stopped) this.#serveFree();
+  }
+
+  /**
+   * The maintenance tick: forgets expired sessions, retires free workers past `maxAge`, and takes
+   * out the free workers due for a health check (`healthInterval` ms idle), which the supervisor
+   * then pings. A worker that passes comes back through {@link workerFree}.
+   */
+  maintain(healthInterval: number | null): Maintenance<W> {
+    const t = this.#hooks.now();
+    const expired = this.#sessions.sweep(t);
+    const toCheck: W[] = [];
+    let retired = false;
+    for (const worker of [...this.#free]) {
+      if (this.#retireIfDue(worker)) {
+        retired = true;
+      } else if (healthInterval !== null && t - this.#idleSince[worker.slot]! >= healthInterval) {
+        this.#removeFree(worker);
+        toCheck.push(worker);
+      }
+    }
+    // Calls pinned to a retired worker may go to another one now.
+    if (retired && !this.#stopped) this.#serveFree();
+    return { expired, toCheck };
+  }
+
+  /** Free workers, least recently used first (for closing them). */
+  freeWorkers(): readonly W[] {
+    return this.#free;
+  }
+
+  /** Fails every waiting call with `error()` (the breaker opened and no worker is ready). */
+  rejectQueued(error: () => PyvisorError): void {
+    for (const call of this.#queue.drain()) call.reject(error());
+  }
+
+  /**
+   * The pool stops taking calls (it failed or is closing): waiting calls and every later one are
+   * rejected with `reason()`, sessions are forgotten, and no worker is handed another call.
+   */
+  stop(reason: () => PyvisorError): void {
+    if (this.#stopped) return;
+    this.#stopped = reason;
+    this.#free = [];
+    this.#sessions.clear();
+    this.rejectQueued(reason);
+  }
+
+  // --- internals ---------------------------------------------------------------------------
+
+  /** Gives the free `worker` the oldest call it may run, or puts it on the free stack. */
+  #serve(worker: W): void {
+    if (this.#stopped) return;
+    if (this.#retireIfDue(worker)) {
+      this.#serveFree();
+      return;
+    }
+    for (;;) {
+      const call = this.#queue.next(worker.slot);
+      if (!call) {
+        this.#pushFree(worker);
+        return;
+      }
+      const pinned = this.#pinnedWorker(call);
+      if (pinned && pinned !== worker) {
+        // Its session was pinned elsewhere after it was queued: wait there instead.
+        if (this.#takeFree(pinned)) this.#dispatch(pinned, call);
+        else this.#queue.requeue(call, pinned.slot);
+        continue;
+      }
+      this.#dispatch(worker, call);
+      return;
+    }
+  }
+
+  /** Matches every free worker with waiting calls (after calls were moved around). */
+  #serveFree(): void {
+    const free = this.#free;
+    this.#free = [];
+    for (const worker of free) this.#serve(worker);
+  }
+
+  #dispatch(worker: W, call: C): void {
+    this.#claim(worker, call);
+    worker.start(call);
+  }
+
+  /** The bookkeeping of a call going to `worker`: counters and the session pin. */
+  #claim(worker: W, call: C): void {
+    const slot = worker.slot;
+    this.#calls[slot]!++;
+    this.#processCalls[slot]!++;
+    this.#lastUsed[slot] = ++this.#uses;
+    if (call.session === undefined) return;
+    const previous = this.#sessions.bind(call.session, slot, worker.generation, this.#hooks.now());
+    if (previous) {
+      this.#hooks.emit({
+        type: 'session.moved',
+        session: call.session,
+        from: { workerId: previous.slot, generation: previous.generation },
+        to: { workerId: slot, generation: worker.generation },
+      });
+    }
+  }
+
+  /** The live worker a call's session pins it to, if any. */
+  #pinnedWorker(call: C): W | undefined {
+    if (call.session === undefined) return undefined;
+    const binding = this.#sessions.get(call.session, this.#hooks.now());
+    if (!binding) return undefined;
+    const worker = this.#workers[binding.slot];
+    return worker && worker.generation === binding.generation ? worker : undefined;
+  }
+
+  /** Retires `worker` if it is due and the supervisor agrees; it then takes no more calls. */
+  #retireIfDue(worker: W): boolean {
+    const why = this.#retirementDue(worker);
+    if (why === null || !this.#hooks.retire(worker, why)) return false;
+    this.#drop(worker);
+    return true;
+  }
+
+  /** Forgets a worker that takes no more calls; calls pinned to it may go anywhere. */
+  #drop(worker: W): boolean {
+    if (this.#early[worker.slot] === worker) this.#early[worker.slot] = null;
+    if (!this.isCurrent(worker)) return false;
+    this.#workers[worker.slot] = null;
+    this.#removeFree(worker);
+    this.#queue.unpin(worker.slot);
+    return true;
+  }
+
+  #retirementDue(worker: W): RetireWhy | null {
+    if (this.#processCalls[worker.slot]! >= this.#recycle.maxCalls) return 'maxCalls';
+    if (this.#agesOut && this.#hooks.now() - worker.startedAt >= this.#recycle.maxAge) {
+      return 'maxAge';
+    }
+    return null;
+  }
+
+  /** Takes `worker` off the free stack if it is there and idle. */
+  #takeFree(worker: W): boolean {
+    return this.#removeFree(worker) && worker.isIdle();
+  }
+
+  #pushFree(worker: W): void {
+    const t = this.#hooks.now();
+    const slot = worker.slot;
+    this.#idleSince[slot] = t;
+    // Ordered by when each worker last took a call: one coming back from a health check keeps
+    // its place at the bottom.
+    const last = this.#lastUsed[slot]!;
+    let i = this.#free.length;
+    while (i > 0 && this.#lastUsed[this.#free[i - 1]!.slot]! > last) i--;
+    this.#free.splice(i, 0, worker);
+  }
+
+  #removeFree(worker: W): boolean {
+    const i = this.#free.indexOf(worker);
+    if (i < 0) return false;
+    this.#free.splice(i, 1);
+    return true;
+  }
+}
