@@ -70,10 +70,8 @@ export class PendingCall {
   #head = 0;
   #ended = false;
   #error: unknown = null;
-  #waiter: {
-    resolve: (r: IteratorResult<unknown>) => void;
-    reject: (e: unknown) => void;
-  } | null = null;
+  /** `next()` calls waiting for an item, oldest first (a consumer may call it without awaiting). */
+  #waiters: { resolve: (r: IteratorResult<unknown>) => void; reject: (e: unknown) => void }[] = [];
   #consumed = 0;
   #granted = STREAM_WINDOW;
 
@@ -146,9 +144,8 @@ export class PendingCall {
   /** A stream item arrived. */
   item(value: unknown): void {
     if (this.phase === 'done') return;
-    const waiter = this.#waiter;
+    const waiter = this.#waiters.shift();
     if (waiter) {
-      this.#waiter = null;
       this.#consumed++;
       this.#maybeGrant();
       waiter.resolve({ done: false, value });
@@ -186,7 +183,7 @@ export class PendingCall {
     }
     if (this.#ended) return Promise.resolve(DONE);
     return new Promise((resolve, reject) => {
-      this.#waiter = { resolve, reject };
+      this.#waiters.push({ resolve, reject });
     });
   }
 
@@ -196,6 +193,7 @@ export class PendingCall {
     this.#head = 0;
     this.#error = null;
     this.#ended = true;
+    this.#wake();
     if (this.phase !== 'done') {
       this.#finish('abandoned', null);
       this.#owner.abandon(this);
@@ -214,16 +212,20 @@ export class PendingCall {
     }
   }
 
+  /** The stream ended or failed: the oldest waiter gets the error, if any, the others the end. */
   #wake(): void {
-    const waiter = this.#waiter;
-    if (!waiter) return;
-    this.#waiter = null;
-    if (this.#error !== null) {
-      const error = this.#error;
-      this.#error = null;
-      waiter.reject(error);
-    } else {
-      waiter.resolve(DONE);
+    const waiters = this.#waiters;
+    if (waiters.length === 0) return;
+    this.#waiters = [];
+    for (const waiter of waiters) {
+      if (this.#error !== null) {
+        const error = this.#error;
+        this.#error = null;
+        this.#ended = true;
+        waiter.reject(error);
+      } else {
+        waiter.resolve(DONE);
+      }
     }
   }
 

@@ -254,6 +254,42 @@ const KNOWN = new Set([
 ]);
 
 /**
+ * A string that goes to a process (an argument, a path) cannot hold a NUL byte: `spawn` would
+ * throw, late and inside a worker. Rejected here, up front, naming the option.
+ */
+function passable(option: string, value: string): void {
+  if (value.includes('\0')) {
+    throw new InvalidOptionError(
+      option,
+      `The \`${option}\` option contains a NUL byte, which cannot be passed to a process`,
+    );
+  }
+}
+
+/** Environment entries must be names and values a process can take. */
+function checkEnv(env: NodeJS.ProcessEnv): void {
+  for (const [key, value] of Object.entries(env)) {
+    const option = `env.${key}`;
+    if (key.length === 0 || key.includes('=') || key.includes('\0')) {
+      throw new InvalidOptionError(
+        'env',
+        `The \`env\` option has the name ${JSON.stringify(key)}, which cannot be an environment variable (empty, or holding '=' or a NUL byte)`,
+      );
+    }
+    const v: unknown = value;
+    // undefined is left out by spawn; numbers and booleans it turns into strings.
+    if (v === undefined || typeof v === 'number' || typeof v === 'boolean') continue;
+    if (typeof v !== 'string') {
+      throw new InvalidOptionError(
+        option,
+        `Expected \`${option}\` to be a string, got ${describe(v)}`,
+      );
+    }
+    passable(option, v);
+  }
+}
+
+/**
  * Validates user options and fills in every default, so the rest of the code never sees
  * `undefined` where a default exists. Throws {@link InvalidOptionError} naming the option.
  */
@@ -276,6 +312,7 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
   const scriptArg = str('script', input.script, '');
   const script = isAbsolute(scriptArg) ? scriptArg : resolve(cwd, scriptArg);
   const env = input.env === undefined ? process.env : object<NodeJS.ProcessEnv>('env', input.env);
+  checkEnv(env);
   const health =
     input.healthCheck === false
       ? false
@@ -359,6 +396,7 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
       `The \`cwd\` option points at ${cwd}, which is not a directory`,
     );
   }
+  for (const key of ['script', 'cwd', 'python'] as const) passable(key, options[key]);
   if (options.maxMessageSize > 2 ** 32 - 1) {
     throw new InvalidOptionError('maxMessageSize', 'Expected `maxMessageSize` to fit in 32 bits');
   }

@@ -86,6 +86,8 @@ export interface PoolInternals {
    * supervisor, every worker and the circuit breaker, with sanitised contexts and events.
    */
   inspect?: Inspector;
+  /** The supervisor's clock (ms) for worker ages, sessions and restart intensity; tests inject one. */
+  now?: () => number;
 }
 
 const DEFAULT_CLOSE_TIMEOUT = 10_000;
@@ -139,6 +141,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
           if (this.listenerCount(event) > 0) this.emit(event, { workerId, pid, line });
         },
         onWorkerSpawned: (workerId, ref) => this.#watchWorker(workerId, ref),
+        ...(internals.now ? { now: internals.now } : {}),
         onRoutingEvent: (event) => this.#onSupervisorEvent(event),
       },
       ...(inspect ? { inspect: sanitizingInspector(inspect) } : {}),
@@ -411,7 +414,19 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
   }
 
   #onSupervisorEvent(event: SupervisorEmitted): void {
-    this.#syncWorkerStates();
+    try {
+      this.#syncWorkerStates();
+      this.#dispatchEvent(event);
+    } catch (error) {
+      // A listener threw. It must not break the supervisor that emitted the event: report it
+      // the way a throwing listener of an asynchronous event is reported in Node.
+      queueMicrotask(() => {
+        throw error;
+      });
+    }
+  }
+
+  #dispatchEvent(event: SupervisorEmitted): void {
     switch (event.type) {
       case 'pool.ready': {
         const waiters = this.#readyWaiters;
@@ -540,8 +555,8 @@ function checkScript(script: string): void {
  * ```
  */
 export function createPool(options: PoolOptions & PoolInternals): Pool {
-  const { spawn, inspect, ...rest } = options ?? ({} as PoolOptions & PoolInternals);
-  return new Pool(rest as PoolOptions, { spawn, inspect });
+  const { spawn, inspect, now, ...rest } = options ?? ({} as PoolOptions & PoolInternals);
+  return new Pool(rest as PoolOptions, { spawn, inspect, now });
 }
 
 export type { PyvisorError };

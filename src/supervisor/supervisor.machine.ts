@@ -366,6 +366,22 @@ function isCrash(exit: WorkerExit): boolean {
   );
 }
 
+/**
+ * Workers whose actor failed (XState stopped them and their process) will never report an exit:
+ * their running call is rejected with `error` and their slot released here.
+ */
+function releaseFailedWorkers(context: SupervisorContext, enqueue: Enqueue, error: PyvisorError) {
+  for (const slot of context.slots) {
+    const worker = slot.worker;
+    if (!worker || worker.ref.getSnapshot().status !== 'error') continue;
+    (worker.ref.getSnapshot().context.call as PendingCall | null)?.reject(error);
+    enqueue.stopChild(worker.ref);
+    context.router.workerGone(worker);
+    slot.worker = null;
+    slot.pid = null;
+  }
+}
+
 function stopAll(context: SupervisorContext, reason: 'close' | 'failed'): void {
   // Starting workers end at once; busy ones finish their call first.
   for (const slot of context.slots) slot.worker?.stop(reason);
@@ -580,6 +596,7 @@ export const supervisorMachine = setup({
     }),
     'shut down for failure': enqueueActions(({ context, enqueue: raw }) => {
       const enqueue = effects(raw);
+      releaseFailedWorkers(context, enqueue, context.failure!);
       context.router.stop(() => context.failure!);
       cancelRestarts(context, enqueue);
       stopAll(context, 'failed');
@@ -591,6 +608,13 @@ export const supervisorMachine = setup({
       stopAll(context, 'close');
       const timeout = event.type === 'pool.close' ? event.timeout : 0;
       enqueue.raise({ type: 'close.deadline' }, { delay: timeout, id: 'close-deadline' });
+    }),
+    'release failed workers': enqueueActions(({ context, enqueue }) => {
+      releaseFailedWorkers(
+        context,
+        effects(enqueue),
+        context.failure ?? new PoolClosedError('The pool closed while an internal actor failed'),
+      );
     }),
     'kill remaining workers': ({ context }) => {
       for (const slot of context.slots) {
@@ -721,8 +745,8 @@ export const supervisorMachine = setup({
         'worker.ready': { actions: 'stop the worker' },
         'worker.exited': { actions: 'release worker' },
         'xstate.done.actor.*': WORKER_DONE_TRANSITION,
-        // Already failed: the first failure is the one reported.
-        'xstate.error.actor.*': {},
+        // Already failed: the first failure is the one reported; its slot is released.
+        'xstate.error.actor.*': { actions: 'release failed workers' },
         // Restarts were cancelled on entry; a timer that fired in the same step is stale.
         'restart.due': {},
         // Every worker is stopping: nothing to check, retire or forget.
@@ -745,8 +769,8 @@ export const supervisorMachine = setup({
         'worker.ready': { actions: 'stop the worker' },
         'worker.exited': { actions: 'release worker' },
         'xstate.done.actor.*': WORKER_DONE_TRANSITION,
-        // Closing already ends every process; the pool's close() resolves when they are gone.
-        'xstate.error.actor.*': {},
+        // Closing ends every process anyway; a failed worker's slot is released so close() ends.
+        'xstate.error.actor.*': { actions: 'release failed workers' },
         'close.deadline': { actions: 'kill remaining workers' },
         // Already closing (close() returns the same promise; this is a second event at most).
         'pool.close': {},
