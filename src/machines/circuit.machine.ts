@@ -11,6 +11,15 @@ export interface CircuitInput {
 /** Events the breaker receives from the supervisor. */
 export type CircuitEvent = { type: 'start.failed' } | { type: 'start.succeeded' };
 
+/**
+ * Every event type the breaker receives, for tools and the completeness test (the `Record` makes
+ * the compiler check that it is complete).
+ */
+export const CIRCUIT_EVENT_TYPES = Object.keys({
+  'start.failed': true,
+  'start.succeeded': true,
+} satisfies Record<CircuitEvent['type'], true>) as CircuitEvent['type'][];
+
 /** Events the breaker emits on every change of state. */
 export type CircuitEmitted =
   | { type: 'circuit.opened'; failures: number }

@@ -4,6 +4,7 @@
  */
 
 export {
+  SUPERVISOR_EVENT_TYPES,
   type SupervisorEmitted,
   type SupervisorEvent,
   type SupervisorInput,
@@ -17,6 +18,7 @@ export type {
   WorkerTransport,
 } from '../transport/transport.js';
 export {
+  CIRCUIT_EVENT_TYPES,
   type CircuitActor,
   type CircuitEmitted,
   type CircuitEvent,
