@@ -68,6 +68,9 @@ export interface PoolEvents {
   'session.moved': (event: { session: string; from: number; to: number }) => void;
   /** A session was idle for `sessionTtl` and was forgotten. */
   'session.expired': (event: { session: string }) => void;
-  /** An internal error in pyvisor itself (a bug): please report it. */
+  /**
+   * An internal error in pyvisor itself (a bug): please report it. The pool has failed by then
+   * (`pool.failed`, every promise rejected); this event is only for reporting.
+   */
   error: (error: unknown) => void;
 }

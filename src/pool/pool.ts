@@ -161,6 +161,8 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
         failEveryCall(this.#actor, error);
         this.#telemetry.close();
         this.#onSupervisorEvent({ type: 'pool.failed', error });
+        // Kept for listeners of the 0.1 event; nothing depends on anyone listening.
+        if (this.listenerCount('error') > 0) this.emit('error', cause);
         this.#done();
       },
     });
