@@ -77,10 +77,11 @@ export class PythonError extends PyvisorError {
 
 /** No handler with that name is registered in the worker's script (`ERR_UNKNOWN_HANDLER`). */
 export class UnknownHandlerError extends PyvisorError {
-  readonly handler: string;
-  constructor(handler: string, message: string) {
+  constructor(
+    readonly handler: string,
+    message: string,
+  ) {
     super('ERR_UNKNOWN_HANDLER', message);
-    this.handler = handler;
   }
 }
 
@@ -128,13 +129,14 @@ export class WorkerCrashedError extends PyvisorError implements ProcessFacts {
   readonly exitCode: number | null;
   readonly signal: NodeJS.Signals | null;
   readonly stderr: string;
-  constructor(facts: ProcessFacts, detail?: string) {
+  constructor(facts: ProcessFacts, detail?: string, options?: { cause?: unknown }) {
     super(
       'ERR_WORKER_CRASHED',
       withStderr(
         `Worker ${facts.workerId ?? '?'} (pid ${facts.pid ?? '?'}) ${detail ?? describeExit(facts)}`,
         facts.stderr,
       ),
+      options,
     );
     this.workerId = facts.workerId;
     this.pid = facts.pid;
@@ -238,10 +240,11 @@ export class SerializationError extends PyvisorError {
 
 /** An option passed to `createPool`, `call` or `close` is invalid (`ERR_INVALID_OPTION`). */
 export class InvalidOptionError extends PyvisorError {
-  readonly option: string;
-  constructor(option: string, message: string) {
+  constructor(
+    readonly option: string,
+    message: string,
+  ) {
     super('ERR_INVALID_OPTION', message);
-    this.option = option;
   }
 }
 

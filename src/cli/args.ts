@@ -135,3 +135,26 @@ export function jsonArgs(raw: string | undefined, what = 'arguments'): unknown[]
 export const POOL_FLAGS = {
   python: { type: 'string' },
 } as const satisfies Record<string, FlagSpec>;
+
+/**
+ * The command line of a command that starts a pool of its own on `--script` (`stats`,
+ * `inspect`): its own flags plus `--script` (required), `--size` (1 to `maxSize`) and `--python`.
+ */
+export function parsePoolCommand(
+  argv: readonly string[],
+  spec: Record<string, FlagSpec>,
+  maxSize: number,
+): { flags: ParsedCommand['flags']; script: string; size?: number; python?: string } {
+  const { flags } = parseCommand(argv, {
+    ...POOL_FLAGS,
+    script: { type: 'string' },
+    size: { type: 'string' },
+    ...spec,
+  });
+  return {
+    flags,
+    script: requiredFlag(flags, 'script'),
+    size: intFlag(flags, 'size', { min: 1, max: maxSize }),
+    python: stringFlag(flags, 'python'),
+  };
+}

@@ -4,16 +4,7 @@
  * breaker changing state live. Runs until SIGINT/SIGTERM, or for `--duration` ms.
  */
 import { createPool, type Pool } from '../index.js';
-import {
-  EXIT,
-  intFlag,
-  jsonArgs,
-  msFlag,
-  POOL_FLAGS,
-  parseCommand,
-  requiredFlag,
-  stringFlag,
-} from './args.js';
+import { EXIT, intFlag, jsonArgs, msFlag, parsePoolCommand, stringFlag } from './args.js';
 import { explain, renderError } from './explain.js';
 import { plural, type Style, styleFor } from './format.js';
 import { loadInspectModules, type Relay, startRelay } from './relay.js';
@@ -69,23 +60,23 @@ async function callLoop(
 
 /** Runs `pyvisor inspect`; resolves with the exit code once everything is closed. */
 export async function inspect(argv: readonly string[]): Promise<number> {
-  const { flags } = parseCommand(argv, {
-    ...POOL_FLAGS,
-    script: { type: 'string' },
-    size: { type: 'string' },
-    port: { type: 'string' },
-    'no-open': { type: 'boolean' },
-    duration: { type: 'string' },
-    call: { type: 'string' },
-    args: { type: 'string' },
-  });
-  const script = requiredFlag(flags, 'script');
-  const size = intFlag(flags, 'size', { min: 1, max: 64 }) ?? DEFAULT_SIZE;
+  const parsed = parsePoolCommand(
+    argv,
+    {
+      port: { type: 'string' },
+      'no-open': { type: 'boolean' },
+      duration: { type: 'string' },
+      call: { type: 'string' },
+      args: { type: 'string' },
+    },
+    64,
+  );
+  const { flags, script, python } = parsed;
+  const size = parsed.size ?? DEFAULT_SIZE;
   const port = intFlag(flags, 'port', { min: 1, max: 65_535 }) ?? DEFAULT_PORT;
   const duration = msFlag(flags, 'duration');
   const fn = stringFlag(flags, 'call');
   const args = jsonArgs(stringFlag(flags, 'args'), '--args');
-  const python = stringFlag(flags, 'python');
   const s = styleFor(process.stdout);
   const errStyle = styleFor(process.stderr);
 

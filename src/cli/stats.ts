@@ -3,15 +3,7 @@
  * `pool.stats()` as a table (or as JSON with `--json`) and closes the pool.
  */
 import { createPool, type Pool, type PoolStats } from '../index.js';
-import {
-  EXIT,
-  intFlag,
-  msFlag,
-  POOL_FLAGS,
-  parseCommand,
-  requiredFlag,
-  stringFlag,
-} from './args.js';
+import { EXIT, msFlag, parsePoolCommand } from './args.js';
 import { renderError } from './explain.js';
 import { ms, type Style, styleFor, table } from './format.js';
 
@@ -43,17 +35,12 @@ function renderStats(stats: PoolStats, facts: Map<number, WorkerFacts>, s: Style
 
 /** Runs `pyvisor stats`; resolves with the exit code. */
 export async function stats(argv: readonly string[]): Promise<number> {
-  const { flags } = parseCommand(argv, {
-    ...POOL_FLAGS,
-    script: { type: 'string' },
-    size: { type: 'string' },
-    json: { type: 'boolean' },
-    'init-timeout': { type: 'string' },
-  });
-  const script = requiredFlag(flags, 'script');
-  const size = intFlag(flags, 'size', { min: 1, max: 1024 });
+  const { flags, script, size, python } = parsePoolCommand(
+    argv,
+    { json: { type: 'boolean' }, 'init-timeout': { type: 'string' } },
+    1024,
+  );
   const initTimeout = msFlag(flags, 'init-timeout');
-  const python = stringFlag(flags, 'python');
   const json = flags.json === true;
 
   let pool: Pool;

@@ -1,4 +1,4 @@
-import { type ActorRefFrom, and, assign, emit, fromCallback, setup } from 'xstate';
+import { type ActorRefFrom, and, assign, emit, fromCallback, raise, setup } from 'xstate';
 import {
   ProtocolError,
   type PyvisorError,
@@ -81,7 +81,10 @@ export interface WorkerExit {
   wasReady: boolean;
   /** Calls it served. */
   calls: number;
-  /** What went wrong, for every reason but `stopped`. */
+  /**
+   * What went wrong: set for every reason but `stopped`, and for a stop during which the transport
+   * failed (`process.failed`).
+   */
   error: PyvisorError | null;
   /** Last stderr lines. */
   stderr: string;
@@ -109,6 +112,11 @@ export type WorkerEvent =
   | { type: 'process.spawned'; transport: WorkerTransport }
   | { type: 'process.exited'; exit: ProcessExit }
   | { type: 'process.protocolError'; error: ProtocolError }
+  /**
+   * The transport threw (the spawn, a `send` or a `kill`), or the process actor failed: the
+   * process can no longer be driven. `error` is what was thrown.
+   */
+  | { type: 'process.failed'; error: unknown }
   | { type: 'python.ready'; message: ReadyMessage }
   | { type: 'python.initError'; message: InitErrorMessage }
   | { type: 'python.ok'; message: { t: 'ok'; id: number; v: unknown } }
@@ -132,6 +140,7 @@ export const WORKER_EVENT_TYPES = Object.keys({
   'process.spawned': true,
   'process.exited': true,
   'process.protocolError': true,
+  'process.failed': true,
   'python.ready': true,
   'python.initError': true,
   'python.ok': true,
@@ -190,31 +199,81 @@ const PYTHON_EVENT = {
 // uninterruptible sleep); the slot is then released anyway.
 const KILL_WAIT_MS = 5000;
 
-/** Runs the process for as long as the worker is alive; the cleanup kills it. */
+/** The id of the invoked process actor: its failures arrive as `xstate.error.actor.process`. */
+const PROCESS_ACTOR = 'process';
+
+/**
+ * Runs the process for as long as the worker is alive; the cleanup kills it (unless it exited).
+ *
+ * Nothing the transport throws escapes: a spawn that throws, and a `send` or `kill` that throws
+ * inside one of the machine's actions, become a `process.failed` event. The machine gets a
+ * transport whose `send` and `kill` catch and report (one wrapper per process, none per call), so
+ * its actions need no error handling of their own.
+ */
 const pythonProcess = fromCallback<
   WorkerEvent,
   { spec: SpawnSpec; spawn: SpawnTransport },
   WorkerEvent
 >(({ input, sendBack }) => {
   let exited = false;
-  const transport = input.spawn(input.spec, {
-    message(message: PythonMessage) {
-      sendBack({ type: PYTHON_EVENT[message.t], message } as WorkerEvent);
+  let transport: WorkerTransport;
+  try {
+    transport = input.spawn(input.spec, {
+      message(message: PythonMessage) {
+        sendBack({ type: PYTHON_EVENT[message.t], message } as WorkerEvent);
+      },
+      protocolError(error) {
+        sendBack({ type: 'process.protocolError', error });
+      },
+      output() {
+        // Output lines are observed by the pool directly on the transport's handlers.
+      },
+      exit(exit) {
+        exited = true;
+        sendBack({ type: 'process.exited', exit });
+      },
+    });
+  } catch (error) {
+    // Nothing was started (node's spawn throws before it forks, e.g. for a NUL byte in env).
+    sendBack({ type: 'process.failed', error });
+    return () => {};
+  }
+  const failed = (error: unknown) => sendBack({ type: 'process.failed', error });
+  // The events `failed` sends are queued: the action that called `send` or `kill` finishes first.
+  const guarded: WorkerTransport = {
+    get pid() {
+      return transport.pid;
     },
-    protocolError(error) {
-      sendBack({ type: 'process.protocolError', error });
+    send(frame) {
+      try {
+        transport.send(frame);
+      } catch (error) {
+        failed(error);
+      }
     },
-    output() {
-      // Output lines are observed by the pool directly on the transport's handlers.
+    kill(signal) {
+      try {
+        transport.kill(signal);
+      } catch (error) {
+        failed(error);
+      }
     },
-    exit(exit) {
-      exited = true;
-      sendBack({ type: 'process.exited', exit });
+    outputTail() {
+      try {
+        return transport.outputTail();
+      } catch {
+        return '';
+      }
     },
-  });
-  sendBack({ type: 'process.spawned', transport });
+  };
+  sendBack({ type: 'process.spawned', transport: guarded });
   return () => {
-    if (!exited) transport.kill('SIGKILL');
+    if (exited) return;
+    try {
+      transport.kill('SIGKILL');
+    } catch {
+      // The worker is ending anyway: nothing is left to report the failure to.
+    }
   };
 });
 
@@ -236,13 +295,46 @@ function isCurrentCall(context: WorkerContext, id: number): boolean {
   return context.call !== null && context.call.id === id;
 }
 
+/** The error of a worker whose transport threw, or whose process actor failed. */
+function transportFailure(context: WorkerContext, cause: unknown): WorkerCrashedError {
+  return new WorkerCrashedError(
+    facts(context, null),
+    `became unusable: its transport failed (${cause instanceof Error ? cause.message : String(cause)})`,
+    { cause },
+  );
+}
+
+// ------------------------------------------------------------------------------------------
+// Transitions shared by states that react alike. Each is spread into every state it applies to,
+// so that each state still lists every event it can receive.
+
+/** A frame the state does not expect (or undecodable bytes): the worker is killed as broken. */
+const PROTOCOL_ERROR = {
+  target: '#worker.alive.killing',
+  actions: 'end as protocol error',
+} as const;
+
+/** {@link PROTOCOL_ERROR} for each of `types`. */
+function protocolErrorOn<T extends WorkerEvent['type']>(...types: T[]) {
+  return Object.fromEntries(types.map((type) => [type, PROTOCOL_ERROR])) as Record<
+    T,
+    typeof PROTOCOL_ERROR
+  >;
+}
+
+/** A call for a worker that cannot take one now: handed back rather than lost. */
+const BOUNCE = { actions: 'bounce call' } as const;
+
+/** Killed on the supervisor's word (`worker.kill`): its error ends the worker and the call. */
+const KILL = { target: '#worker.alive.killing', actions: 'end as killed' } as const;
+
 /**
  * The terminal reply of the running call (`ok`, `err`, `end`): settle it (or, after a cancel,
  * drop it) and go back to ready, or retire when due. A terminal reply for any other id is a
  * protocol error. Straight transitions, no transient state: this is the per-call hot path.
  */
-function afterReply(settle: 'resolve call' | 'forget call') {
-  return [
+function terminalReplies(settle: 'resolve call' | 'forget call') {
+  const afterReply = [
     {
       guard: and(['reply is for the running call', 'should retire']),
       target: '#worker.alive.stopping',
@@ -254,14 +346,61 @@ function afterReply(settle: 'resolve call' | 'forget call') {
       actions: [settle, 'start waiting call'],
     },
     { guard: 'reply is for the running call', target: '#worker.alive.ready', actions: settle },
-    { target: '#worker.alive.killing', actions: 'end as protocol error' },
+    PROTOCOL_ERROR,
   ] as const;
+  return { 'python.ok': afterReply, 'python.err': afterReply, 'python.end': afterReply } as const;
 }
+
+/** How the process of a worker that reported ready ends (idle, checking, busy, cancelling). */
+const READY_ENDINGS = {
+  // DOWN: a running call fails with ERR_WORKER_CRASHED.
+  'process.exited': { target: '#worker.crashed', actions: 'end as crashed' },
+  // The transport threw: the same, with what it threw as the cause (the cleanup kills it).
+  'process.failed': {
+    target: '#worker.crashed',
+    actions: { type: 'end as transport failure', params: { reason: 'crashed' } },
+  },
+  'process.protocolError': PROTOCOL_ERROR,
+  'worker.kill': KILL,
+} as const;
+
+/** While a call runs (busy, cancelling). */
+const CALL_RUNNING = {
+  ...READY_ENDINGS,
+  // Never mid-call: finish the call, then stop.
+  'worker.stop': { actions: 'remember stop' },
+  'call.start': BOUNCE,
+  // Busy workers are not pinged; a pong can only answer a check that was overtaken by a call
+  // (see ready.checking).
+  'health.check': {},
+  'python.pong': {},
+  ...protocolErrorOn('python.ready', 'python.initError'),
+} as const;
+
+/** While the process is on its way out (stopping, killing): only its end matters now. */
+const ON_THE_WAY_OUT = {
+  // Already ending.
+  'worker.stop': {},
+  'call.start': BOUNCE,
+  'call.cancel': {},
+  'stream.credit': {},
+  'health.check': {},
+  // Whatever Python says now no longer matters. A protocol error here is not worth a different
+  // ending either.
+  'process.protocolError': {},
+  'python.ok': {},
+  'python.item': {},
+  'python.end': {},
+  'python.err': {},
+  'python.pong': {},
+  'python.ready': {},
+  'python.initError': {},
+} as const;
 
 const ENDINGS = ['initFailed', 'initTimedOut', 'unresponsive', 'protocolError', 'stopped'] as const;
 
 /** From `killing` to the final state named by the recorded ending (`killed` otherwise). */
-function toFinalState(actions: 'record exit'[]) {
+function toFinalState(actions: ('record exit' | 'note transport failure')[]) {
   return [
     ...ENDINGS.map((reason) => ({
       guard: { type: 'ending is' as const, params: { reason } },
@@ -403,6 +542,29 @@ export const workerMachine = setup({
       const error = new WorkerInitError(reason, facts(context, exit), { cause: exit?.spawnError });
       return { exit, ending: { reason: 'initFailed' as const, error } };
     }),
+    'end as transport failure': assign(
+      ({ context, event }, params: { reason: 'initFailed' | 'crashed' | 'stopped' }) => {
+        const cause = event.type === 'process.failed' ? event.error : undefined;
+        const error =
+          params.reason === 'initFailed'
+            ? new WorkerInitError('spawn', facts(context, null), { cause })
+            : transportFailure(context, cause);
+        context.call?.reject(error);
+        return { call: null, ending: { reason: params.reason, error } };
+      },
+    ),
+    'note transport failure': assign(({ context, event }) => {
+      // The recorded ending stands (the first reason wins); the failure is its error if it had none.
+      const ending = context.ending;
+      if (ending === null || ending.error !== null) return {};
+      const cause = event.type === 'process.failed' ? event.error : undefined;
+      return { ending: { reason: ending.reason, error: transportFailure(context, cause) } };
+    }),
+    // The process actor failed in a way it did not report itself: the same as a process.failed.
+    'report process failure': raise(({ event }) => ({
+      type: 'process.failed' as const,
+      error: (event as { error?: unknown }).error,
+    })),
     'end as init error': assign(({ context, event }) => {
       if (event.type !== 'python.initError') return {};
       const m = event.message;
@@ -495,8 +657,11 @@ export const workerMachine = setup({
   states: {
     alive: {
       invoke: {
+        id: PROCESS_ACTOR,
         src: 'python process',
         input: ({ context }) => ({ spec: context.input.spec, spawn: context.input.spawn }),
+        // Whatever else makes the process actor fail is handled as a process.failed, state by state.
+        onError: { actions: 'report process failure' },
       },
       initial: 'starting',
       states: {
@@ -506,14 +671,24 @@ export const workerMachine = setup({
             initTimeout: { target: 'killing', actions: 'end as init timeout' },
           },
           on: {
+            // DOWN while waiting for the init reply (or before the spawn was reported).
+            'process.exited': {
+              target: '#worker.initFailed',
+              actions: 'end as crashed during start',
+            },
+            // The spawn threw (nothing was started), or the process actor failed.
+            'process.failed': {
+              target: '#worker.initFailed',
+              actions: { type: 'end as transport failure', params: { reason: 'initFailed' } },
+            },
             // Cancel during start-up: nothing to finish, end the process at once.
             'worker.stop': {
               target: 'killing',
               actions: ['remember stop', { type: 'end as', params: { reason: 'stopped' } }],
             },
-            'worker.kill': { target: 'killing', actions: 'end as killed' },
-            // Never dispatched to a starting worker; hand it back rather than lose it.
-            'call.start': { actions: 'bounce call' },
+            'worker.kill': KILL,
+            // Never dispatched to a starting worker.
+            'call.start': BOUNCE,
             // No call runs yet, so a cancel or credit cannot be for this worker.
             'call.cancel': {},
             'stream.credit': {},
@@ -524,10 +699,6 @@ export const workerMachine = setup({
             spawning: {
               on: {
                 'process.spawned': { target: 'initializing', actions: 'store transport' },
-                'process.exited': {
-                  target: '#worker.initFailed',
-                  actions: 'end as crashed during start',
-                },
               },
             },
             initializing: {
@@ -540,26 +711,14 @@ export const workerMachine = setup({
                   target: '#worker.alive.killing',
                   actions: 'end as init error',
                 },
-                // DOWN while waiting for the init reply.
-                'process.exited': {
-                  target: '#worker.initFailed',
-                  actions: 'end as crashed during start',
-                },
-                'process.protocolError': {
-                  target: '#worker.alive.killing',
-                  actions: 'end as protocol error',
-                },
-                'python.ok': { target: '#worker.alive.killing', actions: 'end as protocol error' },
-                'python.item': {
-                  target: '#worker.alive.killing',
-                  actions: 'end as protocol error',
-                },
-                'python.end': { target: '#worker.alive.killing', actions: 'end as protocol error' },
-                'python.err': { target: '#worker.alive.killing', actions: 'end as protocol error' },
-                'python.pong': {
-                  target: '#worker.alive.killing',
-                  actions: 'end as protocol error',
-                },
+                ...protocolErrorOn(
+                  'process.protocolError',
+                  'python.ok',
+                  'python.item',
+                  'python.end',
+                  'python.err',
+                  'python.pong',
+                ),
               },
             },
           },
@@ -567,20 +726,20 @@ export const workerMachine = setup({
         ready: {
           initial: 'idle',
           on: {
-            'process.exited': { target: '#worker.crashed', actions: 'end as crashed' },
-            'process.protocolError': { target: 'killing', actions: 'end as protocol error' },
+            ...READY_ENDINGS,
             'worker.stop': { target: 'stopping', actions: 'remember stop' },
-            'worker.kill': { target: 'killing', actions: 'end as killed' },
             // A cancel or credit for a call that already finished: nothing to do.
             'call.cancel': {},
             'stream.credit': {},
             // No call is running, so any reply is for an unknown id.
-            'python.ok': { target: 'killing', actions: 'end as protocol error' },
-            'python.item': { target: 'killing', actions: 'end as protocol error' },
-            'python.end': { target: 'killing', actions: 'end as protocol error' },
-            'python.err': { target: 'killing', actions: 'end as protocol error' },
-            'python.ready': { target: 'killing', actions: 'end as protocol error' },
-            'python.initError': { target: 'killing', actions: 'end as protocol error' },
+            ...protocolErrorOn(
+              'python.ok',
+              'python.item',
+              'python.end',
+              'python.err',
+              'python.ready',
+              'python.initError',
+            ),
           },
           states: {
             idle: {
@@ -617,12 +776,11 @@ export const workerMachine = setup({
         },
         busy: {
           on: {
-            'python.ok': afterReply('resolve call'),
-            'python.err': afterReply('resolve call'),
-            'python.end': afterReply('resolve call'),
+            ...CALL_RUNNING,
+            ...terminalReplies('resolve call'),
             'python.item': [
               { guard: 'reply is for the running call', actions: 'deliver item' },
-              { target: 'killing', actions: 'end as protocol error' },
+              PROTOCOL_ERROR,
             ],
             'call.cancel': [
               { guard: 'cancel is for the running call', target: 'cancelling' },
@@ -634,19 +792,6 @@ export const workerMachine = setup({
               // Credit for a stream that already ended.
               {},
             ],
-            // DOWN while running a call: the call fails with ERR_WORKER_CRASHED.
-            'process.exited': { target: '#worker.crashed', actions: 'end as crashed' },
-            'process.protocolError': { target: 'killing', actions: 'end as protocol error' },
-            // Never mid-call: finish the call, then stop.
-            'worker.stop': { actions: 'remember stop' },
-            'worker.kill': { target: 'killing', actions: 'end as killed' },
-            'call.start': { actions: 'bounce call' },
-            // Busy workers are not pinged; a pong can only answer a check that was overtaken by
-            // a call (see ready.checking).
-            'health.check': {},
-            'python.pong': {},
-            'python.ready': { target: 'killing', actions: 'end as protocol error' },
-            'python.initError': { target: 'killing', actions: 'end as protocol error' },
           },
         },
         cancelling: {
@@ -654,29 +799,19 @@ export const workerMachine = setup({
           entry: 'send cancel',
           after: { cancelGrace: { target: 'killing', actions: 'end as killed' } },
           on: {
+            ...CALL_RUNNING,
             // A reply after the cancel (the handler finished anyway, or acknowledged the
             // interrupt): discarded, the caller has its answer.
-            'python.ok': afterReply('forget call'),
-            'python.err': afterReply('forget call'),
-            'python.end': afterReply('forget call'),
+            ...terminalReplies('forget call'),
             'python.item': [
               // Items already in flight when the cancel was sent.
               { guard: 'reply is for the running call' },
-              { target: 'killing', actions: 'end as protocol error' },
+              PROTOCOL_ERROR,
             ],
-            'process.exited': { target: '#worker.crashed', actions: 'end as crashed' },
-            'process.protocolError': { target: 'killing', actions: 'end as protocol error' },
-            'worker.stop': { actions: 'remember stop' },
-            'worker.kill': { target: 'killing', actions: 'end as killed' },
-            'call.start': { actions: 'bounce call' },
             // Already cancelling; a second cancel (timeout and abort racing) changes nothing.
             'call.cancel': {},
             // The stream was abandoned; it gets no more credit.
             'stream.credit': {},
-            'health.check': {},
-            'python.pong': {},
-            'python.ready': { target: 'killing', actions: 'end as protocol error' },
-            'python.initError': { target: 'killing', actions: 'end as protocol error' },
           },
         },
         stopping: {
@@ -698,27 +833,17 @@ export const workerMachine = setup({
             },
           },
           on: {
+            ...ON_THE_WAY_OUT,
             'process.exited': { target: '#worker.stopped', actions: 'record exit' },
+            // The exit frame or SIGTERM could not be sent: stopped now (the cleanup kills it).
+            'process.failed': {
+              target: '#worker.stopped',
+              actions: { type: 'end as transport failure', params: { reason: 'stopped' } },
+            },
             'worker.kill': {
               target: 'killing',
               actions: { type: 'end as', params: { reason: 'stopped' } },
             },
-            // Already stopping.
-            'worker.stop': {},
-            'call.start': { actions: 'bounce call' },
-            'call.cancel': {},
-            'stream.credit': {},
-            'health.check': {},
-            // Whatever Python says now no longer matters: it is on its way out. A protocol
-            // error here is not worth a different ending either.
-            'process.protocolError': {},
-            'python.ok': {},
-            'python.item': {},
-            'python.end': {},
-            'python.err': {},
-            'python.pong': {},
-            'python.ready': {},
-            'python.initError': {},
           },
         },
         killing: {
@@ -729,24 +854,14 @@ export const workerMachine = setup({
           // final state still follows the recorded reason.
           after: { killWait: toFinalState([]) },
           on: {
+            ...ON_THE_WAY_OUT,
             'process.exited': toFinalState(['record exit']),
-            // Already ending: none of these can change the outcome.
-            'worker.stop': {},
+            // SIGKILL could not be sent (or the process actor failed): its exit may never be
+            // reported, so end now, as recorded (the cleanup tries SIGKILL once more).
+            'process.failed': toFinalState(['note transport failure']),
             'worker.kill': {},
-            'call.start': { actions: 'bounce call' },
-            'call.cancel': {},
-            'stream.credit': {},
-            'health.check': {},
             // Stopped before the spawn was reported: kill what was just started.
             'process.spawned': { actions: ['store transport', 'send SIGKILL'] },
-            'process.protocolError': {},
-            'python.ok': {},
-            'python.item': {},
-            'python.end': {},
-            'python.err': {},
-            'python.pong': {},
-            'python.ready': {},
-            'python.initError': {},
           },
         },
       },

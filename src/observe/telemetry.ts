@@ -68,34 +68,34 @@ export class PoolTelemetry {
     // Metrics are decided once: the meter provider must be registered before the pool exists.
     this.metricsOn = this.#meter !== createNoopMeter();
     const m = this.#meter;
-    this.#checkoutWait = m.createHistogram('pyvisor.call.checkout_wait', {
-      unit: 's',
-      description: 'Time a call waited for a free worker',
-    });
-    this.#callDuration = m.createHistogram('pyvisor.call.duration', {
-      unit: 's',
-      description: 'Duration of a call from the request to its settlement, queue wait included',
-    });
-    this.#initDuration = m.createHistogram('pyvisor.worker.init.duration', {
-      unit: 's',
-      description: 'Time from spawning a worker to its ready message',
-    });
-    this.#calls = m.createCounter('pyvisor.calls', {
-      unit: '{call}',
-      description: 'Calls by outcome (ok or an error code)',
-    });
-    this.#restarts = m.createCounter('pyvisor.worker.restarts', {
-      unit: '{restart}',
-      description: 'Worker restarts by reason',
-    });
-    this.#healthFailures = m.createCounter('pyvisor.health_check.failures', {
-      unit: '{failure}',
-      description: 'Workers that did not answer a health check in time',
-    });
-    this.#circuitTransitions = m.createCounter('pyvisor.circuit.transitions', {
-      unit: '{transition}',
-      description: 'Circuit breaker state changes by new state',
-    });
+    const histogram = (name: string, description: string) =>
+      m.createHistogram(name, { unit: 's', description });
+    const counter = (name: string, unit: string, description: string) =>
+      m.createCounter(name, { unit, description });
+    this.#checkoutWait = histogram(
+      'pyvisor.call.checkout_wait',
+      'Time a call waited for a free worker',
+    );
+    this.#callDuration = histogram(
+      'pyvisor.call.duration',
+      'Duration of a call from the request to its settlement, queue wait included',
+    );
+    this.#initDuration = histogram(
+      'pyvisor.worker.init.duration',
+      'Time from spawning a worker to its ready message',
+    );
+    this.#calls = counter('pyvisor.calls', '{call}', 'Calls by outcome (ok or an error code)');
+    this.#restarts = counter('pyvisor.worker.restarts', '{restart}', 'Worker restarts by reason');
+    this.#healthFailures = counter(
+      'pyvisor.health_check.failures',
+      '{failure}',
+      'Workers that did not answer a health check in time',
+    );
+    this.#circuitTransitions = counter(
+      'pyvisor.circuit.transitions',
+      '{transition}',
+      'Circuit breaker state changes by new state',
+    );
     if (this.metricsOn) {
       const workers = m.createObservableGauge('pyvisor.workers', {
         unit: '{worker}',

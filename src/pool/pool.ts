@@ -16,6 +16,7 @@ import { encodeCall } from '../protocol/index.js';
 import {
   abandonCall,
   failEveryCall,
+  type SlotView,
   type SupervisorEmitted,
   type SupervisorEvent,
   submitCall,
@@ -49,19 +50,7 @@ export interface CloseOptions {
 export type PoolState = 'starting' | 'running' | 'failed' | 'closing' | 'closed';
 
 /** One worker slot in {@link PoolStats}. */
-export interface WorkerStats {
-  /** Slot index, stable across restarts. */
-  id: number;
-  /** Pid of the slot's current process, or null between processes. */
-  pid: number | null;
-  state: WorkerState;
-  /** Calls dispatched to this slot, over all its processes. */
-  calls: number;
-  /** Processes started in this slot after the first. */
-  restarts: number;
-  /** Generation of the current (or last) process; 1 for the first. */
-  generation: number;
-}
+export type WorkerStats = SlotView;
 
 /** A snapshot of the pool returned by {@link Pool.stats}. */
 export interface PoolStats {

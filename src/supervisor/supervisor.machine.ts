@@ -373,8 +373,9 @@ function isCrash(exit: WorkerExit): boolean {
 function releaseFailedWorkers(context: SupervisorContext, enqueue: Enqueue, error: PyvisorError) {
   for (const slot of context.slots) {
     const worker = slot.worker;
-    if (!worker || worker.ref.getSnapshot().status !== 'error') continue;
-    (worker.ref.getSnapshot().context.call as PendingCall | null)?.reject(error);
+    const snapshot = worker?.ref.getSnapshot();
+    if (!worker || snapshot?.status !== 'error') continue;
+    (snapshot.context.call as PendingCall | null)?.reject(error);
     enqueue.stopChild(worker.ref);
     context.router.workerGone(worker);
     slot.worker = null;
@@ -392,6 +393,29 @@ const WORKER_DONE_TRANSITION = [
   { guard: 'a worker finished', actions: 'name the worker exit' },
   {},
 ] as const;
+
+/**
+ * What `failed` and `closing` share: the router takes no calls, every worker has been told to
+ * stop, and the supervisor only waits for their exits.
+ */
+const WINDING_DOWN = {
+  // Started before the pool failed or began closing; it was told to stop, this makes sure.
+  'worker.ready': { actions: 'stop the worker' },
+  'worker.exited': { actions: 'release worker' },
+  'xstate.done.actor.*': WORKER_DONE_TRANSITION,
+  // The first failure is the one reported; a failed worker's slot is released so close() ends.
+  'xstate.error.actor.*': { actions: 'release failed workers' },
+  // Restarts were cancelled on entry; a timer that fired in the same step is stale.
+  'restart.due': {},
+  // Every worker is stopping: nothing to check, retire or forget.
+  'maintenance.tick': {},
+  // The worker is being stopped anyway; its exit follows.
+  'health.failed': {},
+  // The breaker's state is read from its machine; nothing starts any more.
+  'circuit.opened': {},
+  'circuit.halfOpen': {},
+  'circuit.closed': {},
+} as const;
 
 /**
  * The pool's supervisor: starts every worker eagerly, restarts dead workers with backoff, bounds
@@ -741,22 +765,7 @@ export const supervisorMachine = setup({
     failed: {
       entry: 'shut down for failure',
       on: {
-        // Started before the pool failed; it was already told to stop, this makes sure.
-        'worker.ready': { actions: 'stop the worker' },
-        'worker.exited': { actions: 'release worker' },
-        'xstate.done.actor.*': WORKER_DONE_TRANSITION,
-        // Already failed: the first failure is the one reported; its slot is released.
-        'xstate.error.actor.*': { actions: 'release failed workers' },
-        // Restarts were cancelled on entry; a timer that fired in the same step is stale.
-        'restart.due': {},
-        // Every worker is stopping: nothing to check, retire or forget.
-        'maintenance.tick': {},
-        // The worker is being stopped anyway; its exit follows.
-        'health.failed': {},
-        // The breaker's state is read from its machine; nothing starts any more.
-        'circuit.opened': {},
-        'circuit.halfOpen': {},
-        'circuit.closed': {},
+        ...WINDING_DOWN,
         'pool.close': { target: 'closing' },
         // Raised only while closing.
         'close.deadline': {},
@@ -766,20 +775,10 @@ export const supervisorMachine = setup({
       entry: 'begin closing',
       always: { guard: 'no worker left', target: 'closed' },
       on: {
-        'worker.ready': { actions: 'stop the worker' },
-        'worker.exited': { actions: 'release worker' },
-        'xstate.done.actor.*': WORKER_DONE_TRANSITION,
-        // Closing ends every process anyway; a failed worker's slot is released so close() ends.
-        'xstate.error.actor.*': { actions: 'release failed workers' },
+        ...WINDING_DOWN,
         'close.deadline': { actions: 'kill remaining workers' },
         // Already closing (close() returns the same promise; this is a second event at most).
         'pool.close': {},
-        'restart.due': {},
-        'maintenance.tick': {},
-        'health.failed': {},
-        'circuit.opened': {},
-        'circuit.halfOpen': {},
-        'circuit.closed': {},
       },
     },
     closed: { type: 'final' },
@@ -794,11 +793,16 @@ export type PoolPhase = 'starting' | 'running' | 'failed' | 'closing' | 'closed'
 
 /** One slot as `stats()` shows it. */
 export interface SlotView {
+  /** Slot index, stable across restarts. */
   id: number;
+  /** Pid of the slot's current process, or null between processes. */
   pid: number | null;
   state: WorkerState;
+  /** Calls dispatched to this slot, over all its processes. */
   calls: number;
+  /** Processes started in this slot after the first. */
   restarts: number;
+  /** Generation of the current (or last) process; 1 for the first. */
   generation: number;
 }
 

@@ -9,6 +9,9 @@
  * from the expected state and produce the same microsteps; an event the path does not mention is
  * tolerated only if it leaves the state as it is (e.g. the pong of a health check overtaken by a
  * call).
+ *
+ * The transport is the real one behind a thin wrapper that records what the machine does to the
+ * process and, for a `fault` prep, throws on the next `send` or `kill` instead (process.failed).
  */
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -26,7 +29,7 @@ import { PendingCall, STREAM_WINDOW } from '../../src/pool/call.js';
 import { encodeFrame, type NodeMessage } from '../../src/protocol/index.js';
 import { spawnChildProcess } from '../../src/transport/child-process.js';
 import type { SpawnTransport } from '../../src/transport/transport.js';
-import type { Command, Plan, PlannedStep } from './stimuli.js';
+import type { Command, Plan, PlannedStep, Prep } from './stimuli.js';
 import {
   afterLabel,
   modelInput,
@@ -39,6 +42,9 @@ import {
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const FIXTURE = fileURLToPath(new URL('../fixtures/mbt.py', import.meta.url));
 const PYTHON_DIR = join(REPO, 'python');
+
+/** What the test's transport wrapper throws for a `fault` prep. */
+export const INJECTED_FAULT = new Error('injected transport fault (model-based test)');
 
 /** How long any single step may take: generous, it is a bound, not a delay. */
 export const STEP_TIMEOUT = 10_000;
@@ -174,6 +180,8 @@ export class RealWorker {
   #pendingEmitted: string[] = [];
   #pendingEffects: string[] = [];
   #wake: (() => void) | null = null;
+  /** The next `send` or `kill` throws {@link INJECTED_FAULT} (a `fault` prep). */
+  #fault = false;
 
   constructor(options: RealRunOptions) {
     this.#plan = options.plan;
@@ -181,6 +189,11 @@ export class RealWorker {
     const ctl = this.ctl;
     const sent = this.sent;
     const effects = (effect: string) => this.#pendingEffects.push(effect);
+    const fault = () => {
+      if (!this.#fault) return;
+      this.#fault = false;
+      throw INJECTED_FAULT;
+    };
     const spawn: SpawnTransport = (spec, handlers) => {
       const transport = spawnChildProcess(spec, handlers);
       if (transport.pid !== undefined) {
@@ -196,10 +209,12 @@ export class RealWorker {
           const message = JSON.parse(frame.subarray(4).toString('utf8')) as NodeMessage;
           sent.push(message);
           effects(`frame:${message.t}`);
+          fault();
           transport.send(frame);
         },
         kill(signal: NodeJS.Signals) {
           effects(`kill:${signal}`);
+          fault();
           transport.kill(signal);
         },
         outputTail: () => transport.outputTail(),
@@ -216,6 +231,8 @@ export class RealWorker {
           PYVISOR_PARENT_PID: String(process.pid),
           MBT_CTL: ctl.dir,
           MBT_IGNORE_TERM: config.ignoreTerm ? '1' : '0',
+          // Node's spawn throws for a NUL byte in the environment, before it forks.
+          ...(config.spawnFails ? { MBT_BROKEN: 'a\0b' } : {}),
         },
         cwd: REPO,
         maxMessageSize: 1 << 20,
@@ -273,15 +290,19 @@ export class RealWorker {
     let i = 0;
     // Actor-side events before the spawn: queued, so processed before `process.spawned`.
     for (; i < steps.length && steps[i]!.stimulus.kind === 'prestart'; i++) {
+      for (const prep of steps[i]!.prep) await this.#prepare(prep);
       this.#sendActorEvent(steps[i]!.step);
     }
     this.actor.start();
     for (const planned of steps) {
-      for (const prep of planned.prep) await this.#prepare(prep);
+      if (planned.stimulus.kind !== 'prestart') {
+        for (const prep of planned.prep) await this.#prepare(prep);
+      }
       this.#stimulate(planned);
       this.matched.push(await this.#expect(planned.step));
       const step = planned.step;
-      if (step.event.type === 'call.start' && step.callAfter === step.event.call.id) {
+      const callSent = !planned.prep.includes('fault');
+      if (step.event.type === 'call.start' && step.callAfter === step.event.call.id && callSent) {
         // Let the handler start before anything else reaches the process. (With the epoll reader,
         // the runtime does not see a cancel that it read in the same read() as its call until the
         // call ends; that is a runtime issue, not what these paths are about.)
@@ -296,8 +317,10 @@ export class RealWorker {
     }
   }
 
-  async #prepare(prep: 'hold' | 'sigstop'): Promise<void> {
-    if (prep === 'hold') {
+  async #prepare(prep: Prep): Promise<void> {
+    if (prep === 'fault') {
+      this.#fault = true;
+    } else if (prep === 'hold') {
       this.ctl.send('inject', { op: 'hold' });
       await until(() => this.ctl.has('held'), 'the fixture to hold the reply pipe');
     } else {

@@ -58,9 +58,11 @@ export type Stimulus =
  * Done before a step, while the worker is still in a stable state:
  * `hold`: the fixture's injection thread takes the runtime's write lock, so the process can write
  * nothing (no pong, no reply) and does not finish exiting until a `release`;
- * `sigstop`: the test freezes the process (SIGSTOP), so it cannot answer a health check.
+ * `sigstop`: the test freezes the process (SIGSTOP), so it cannot answer a health check;
+ * `fault`: the next `send` or `kill` the machine makes throws, once (the test's wrapper around the
+ * real transport throws instead of passing it on), so the step's transport call fails.
  */
-export type Prep = 'hold' | 'sigstop';
+export type Prep = 'hold' | 'sigstop' | 'fault';
 
 export interface PlannedStep {
   step: ReplayStep;
@@ -84,6 +86,8 @@ export interface RunConfig {
   stopTimeout: number;
   /** The fixture ignores SIGTERM (MBT_IGNORE_TERM=1). */
   ignoreTerm: boolean;
+  /** The spawn throws: the spec's env has a value with a NUL byte, which node's spawn rejects. */
+  spawnFails: boolean;
 }
 
 export interface ExitExpectation {
@@ -112,7 +116,7 @@ export interface Infeasible {
 
 export const NEVER = 60_000;
 
-// Why three transitions of the machine cannot be driven by a real process. The test asserts that
+// Why some transitions of the machine cannot be driven by a real process. The test asserts that
 // exactly these are excluded.
 export const SPAWN_EXIT =
   'process.exited before process.spawned: spawnChildProcess returns the transport synchronously ' +
@@ -125,6 +129,15 @@ export const KILL_WAIT =
   'killWait (5 s, not configurable) only fires for a process that survives SIGKILL for 5 s (e.g. ' +
   'stuck in uninterruptible sleep); SIGKILL always ends the fixture, and the transport reports the ' +
   'exit at most 100 ms later';
+
+export const NO_TRANSPORT_CALL =
+  'process.failed in a state where the worker makes no transport call (no send, no kill): it can ' +
+  'only come from a failure of the process actor itself, which the real one never has (it catches ' +
+  'what the spawn throws, and its transport wrapper what send and kill throw); the unit tests ' +
+  'cover it with a failing actor';
+
+/** How a process ends whose exit the worker did not wait for (it ended on process.failed). */
+const NOT_WAITED: ExitExpectation = { exitCode: null, signal: null };
 
 const ACTOR_SIDE = new Set([
   'call.start',
@@ -177,6 +190,7 @@ export function planPath(steps: ReplayStep[]): Plan | Infeasible {
     healthTimeout: later(0, (s) => s.label === 'after(healthTimeout)') ? 250 : NEVER,
     stopTimeout: NEVER,
     ignoreTerm: later(0, (s) => leaf(s.from) === 'terminating' && s.label !== 'process.exited'),
+    spawnFails: later(0, (s) => leaf(s.from) === 'spawning' && s.label === 'process.failed'),
   };
   if (later(0, (s) => s.label === 'after(stopTimeout)')) {
     // While terminating something must happen before the second stopTimeout: leave it time.
@@ -267,6 +281,27 @@ export function planPath(steps: ReplayStep[]): Plan | Infeasible {
     if (enteringKilling) {
       killingByInitError = false;
       killingFromStopping = false;
+    }
+
+    if (label === 'process.failed') {
+      // Always the last step: the worker ends at once. Its exit is not waited for.
+      exit = [NOT_WAITED];
+      if (state === 'spawning') {
+        set(i, { kind: 'natural', why: 'the spawn throws (config.spawnFails)' });
+      } else if (state === 'initializing' || state === 'idle') {
+        return fail(i, NO_TRANSPORT_CALL, 'transition');
+      } else if (!s.spawned) {
+        // Killing after a stop that came before the spawn: the SIGKILL sent on process.spawned,
+        // the first transport call of the run, throws.
+        planned[0]!.prep.push('fault');
+        set(i, { kind: 'natural', why: 'the SIGKILL sent on process.spawned throws' });
+      } else if (i > 0 && steps[i - 1]!.effects.length > 0) {
+        planned[i - 1]!.prep.push('fault');
+        set(i, { kind: 'natural', why: 'the transport call of the previous step throws' });
+      } else {
+        return fail(i, 'the step before it makes no transport call that could throw', 'prefix');
+      }
+      continue;
     }
 
     if (!s.spawned) {

@@ -149,6 +149,7 @@ export const INIT_ERROR: InitErrorMessage = {
 };
 export const SAMPLE_PROTOCOL_ERROR = new ProtocolError('sample protocol error');
 export const SAMPLE_KILL_ERROR = new PyvisorError('ERR_POOL_CLOSED', 'killed by the model test');
+export const SAMPLE_TRANSPORT_ERROR = new Error('sample transport failure');
 
 // ------------------------------------------------------------------------------------------
 // Events.
@@ -185,6 +186,7 @@ export function samples(snapshot: WorkerSnapshot, stubs: Stubs): SampleEvent[] {
     { type: 'process.spawned', transport: stubs.transport },
     { type: 'process.exited', exit: { exitCode: null, signal: 'SIGKILL' } },
     { type: 'process.protocolError', error: SAMPLE_PROTOCOL_ERROR },
+    { type: 'process.failed', error: SAMPLE_TRANSPORT_ERROR },
     { type: 'python.ready', message: READY },
     { type: 'python.initError', message: INIT_ERROR },
     { type: 'call.start', call: stubs.call(calls + 1) },
@@ -401,6 +403,9 @@ const EFFECTS: Record<string, string> = {
   'send SIGKILL': 'kill:SIGKILL',
 };
 
+/** The SIGKILL the process actor's cleanup sends when the worker leaves `alive` before the exit. */
+const CLEANUP_KILL = 'kill:SIGKILL';
+
 export interface Replay {
   steps: ReplayStep[];
   stubs: Stubs;
@@ -431,11 +436,20 @@ export function replay(path: WorkerPath): Replay {
         actions.map((a) => EFFECTS[a.type]).filter((e): e is string => e !== undefined),
       ),
     ];
+    // Leaving `alive` stops the process actor, whose cleanup SIGKILLs a process that has not
+    // exited; a spawn that threw (process.failed while spawning) left none. The process exists
+    // even if the model never saw its spawn (a stop before it): the actor spawns as it starts.
+    const from = valueName(snapshot.value);
+    const cleanupKill =
+      from.startsWith('alive.') &&
+      !to.startsWith('alive.') &&
+      event.type !== 'process.exited' &&
+      from !== 'alive.starting.spawning';
     steps.push({
       index,
       label: t.label,
       event,
-      from: valueName(snapshot.value),
+      from,
       to,
       micro: micro.map(([s]) => valueName(s.value)),
       emitted: micro.flatMap(([, actions]) =>
@@ -444,7 +458,10 @@ export function replay(path: WorkerPath): Replay {
           .map((a) => (a.params as unknown as { event: { type: string } }).event.type),
       ),
       // Actions talk to `context.transport`, which is null until the spawn is reported.
-      effects: next.context.transport === null ? [] : effects,
+      effects: [
+        ...(next.context.transport === null ? [] : effects),
+        ...(cleanupKill ? [CLEANUP_KILL] : []),
+      ],
       actions: micro.flatMap(([, actions]) =>
         actions.map((a) => a.type as string).filter((t) => !t.startsWith('xstate.')),
       ),

@@ -1,11 +1,27 @@
 import { describe, expect, it } from 'vitest';
-import { type AnyStateNode, createActor } from 'xstate';
+import {
+  type AnyStateNode,
+  createActor,
+  fromCallback,
+  fromEventObservable,
+  SimulatedClock,
+  type Subscribable,
+} from 'xstate';
+import { PyvisorError, WorkerCrashedError, WorkerInitError } from '../../src/errors.js';
 import { circuitMachine, WORKER_EVENT_TYPES, workerMachine } from '../../src/machines/index.js';
-import type { CallSource, WorkerCall } from '../../src/machines/worker.machine.js';
-import { encodeFrame, type PythonMessage } from '../../src/protocol/index.js';
-import type { SpawnTransport } from '../../src/transport/transport.js';
+import type {
+  CallSource,
+  WorkerCall,
+  WorkerEvent,
+  WorkerInput,
+} from '../../src/machines/worker.machine.js';
+import { encodeFrame, type PythonMessage, type ReadyMessage } from '../../src/protocol/index.js';
+import type { SpawnTransport, WorkerTransport } from '../../src/transport/transport.js';
 
-const EVENT_TYPES = WORKER_EVENT_TYPES;
+// The invoked process actor's failures arrive as `xstate.error.actor.<id>` (its `onError`).
+const PROCESS_ACTOR_ID = workerMachine.getStateNodeById('worker.alive').invoke[0]!.id;
+const PROCESS_ERROR = `xstate.error.actor.${PROCESS_ACTOR_ID}`;
+const EVENT_TYPES: string[] = [...WORKER_EVENT_TYPES, PROCESS_ERROR];
 
 // Events that cannot reach a state, with the reason. Anything else must have a transition.
 const UNREACHABLE: Record<string, Record<string, string>> = {
@@ -84,6 +100,8 @@ describe('worker machine', () => {
       }
     }
     expect(missing).toEqual([]);
+    // The process actor has an id, so its error event has a name that no other actor's has.
+    expect(PROCESS_ACTOR_ID).toBe('process');
   });
 
   it('handles a cancel and a DOWN while starting and while waiting for the init reply', () => {
@@ -106,8 +124,17 @@ describe('circuit machine', () => {
   });
 });
 
+type Handlers = Parameters<SpawnTransport>[1];
+const READY: ReadyMessage = {
+  t: 'ready',
+  pid: 7,
+  version: '3',
+  executable: 'p',
+  handlers: [],
+  initMs: 1,
+};
+
 describe('worker machine: the next call comes with the reply', () => {
-  type Handlers = Parameters<SpawnTransport>[1];
   function harness(waiting: WorkerCall[]) {
     let handlers: Handlers | null = null;
     const sent: string[] = [];
@@ -140,14 +167,7 @@ describe('worker machine: the next call comes with the reply', () => {
     }).start();
     const idle: number[] = [];
     actor.on('worker.idle', () => idle.push(1));
-    handlers!.message({
-      t: 'ready',
-      pid: 7,
-      version: '3',
-      executable: 'p',
-      handlers: [],
-      initMs: 1,
-    });
+    handlers!.message(READY);
     return { actor, sent, idle, reply: (m: PythonMessage) => handlers!.message(m) };
   }
   function call(id: number, settled: unknown[]): WorkerCall {
@@ -220,5 +240,282 @@ describe('worker machine: the next call comes with the reply', () => {
     expect(second.actor.getSnapshot().value).toEqual({ alive: 'killing' });
     expect(waiting).toHaveLength(1);
     second.actor.stop();
+  });
+});
+
+describe('worker machine: a transport that throws ends the worker, never the actor', () => {
+  /** A scripted process whose transport throws where told to. */
+  class FakeProcess {
+    handlers: Handlers | null = null;
+    /** Types of the frames the machine tried to send, and the signals, in order. */
+    readonly sent: string[] = [];
+    readonly signals: NodeJS.Signals[] = [];
+    readonly boom = new Error('the transport broke');
+    spawnError: unknown = undefined;
+    /** Frame types (`call`, `ping`, ...) and signals whose `send` / `kill` throws `boom`. */
+    readonly failOn = new Set<string>();
+    readonly transport: WorkerTransport = {
+      pid: 7,
+      send: (frame) => {
+        const t = JSON.parse((frame as Buffer).subarray(4).toString()).t as string;
+        this.sent.push(t);
+        if (this.failOn.has(t)) throw this.boom;
+      },
+      kill: (signal) => {
+        this.signals.push(signal);
+        if (this.failOn.has(signal)) throw this.boom;
+      },
+      outputTail: () => 'last words',
+    };
+    readonly spawn: SpawnTransport = (_spec, handlers) => {
+      if (this.spawnError !== undefined) throw this.spawnError;
+      this.handlers = handlers;
+      return this.transport;
+    };
+    ready(): void {
+      this.handlers!.message(READY);
+    }
+  }
+
+  function input(spawn: SpawnTransport): WorkerInput {
+    return {
+      workerId: 3,
+      generation: 1,
+      spec: { command: 'x', args: [], env: {}, cwd: '.', maxMessageSize: 1024, outputLines: 1 },
+      spawn,
+      initTimeout: 1000,
+      cancelGrace: 1000,
+      healthTimeout: 1000,
+      stopTimeout: 1000,
+      maxCalls: 100,
+    };
+  }
+  function start(fake: FakeProcess, machine = workerMachine, time = new SimulatedClock()) {
+    const actor = createActor(machine, { input: input(fake.spawn), clock: time });
+    const errors: unknown[] = [];
+    actor.subscribe({ error: (error) => errors.push(error) });
+    actor.start();
+    return { actor, errors, time };
+  }
+  /** A call that counts how often it was settled. */
+  function call(id: number, stream = false) {
+    const settled: Array<{ how: string; value: unknown }> = [];
+    const c: WorkerCall = {
+      id,
+      fn: 'f',
+      frame: encodeFrame(JSON.stringify({ t: 'call', id })),
+      stream,
+      get settled() {
+        return settled.length > 0;
+      },
+      dispatched() {},
+      resolve: (value) => settled.push({ how: 'resolve', value }),
+      reject: (value) => settled.push({ how: 'reject', value }),
+      item() {},
+      end: () => settled.push({ how: 'end', value: undefined }),
+    };
+    return { call: c, settled };
+  }
+  function done(actor: ReturnType<typeof start>['actor'], errors: unknown[]) {
+    const snapshot = actor.getSnapshot();
+    expect(errors).toEqual([]);
+    expect(snapshot.status).toBe('done');
+    return { value: snapshot.value, output: snapshot.output! };
+  }
+
+  it('a spawn that throws: initFailed, a WorkerInitError (spawn) with the thrown error as cause', () => {
+    const fake = new FakeProcess();
+    fake.spawnError = new TypeError('The property options.env contains null bytes');
+    const { actor, errors } = start(fake);
+    const { value, output } = done(actor, errors);
+    expect(value).toBe('initFailed');
+    expect(output.reason).toBe('initFailed');
+    expect(output.wasReady).toBe(false);
+    expect(output.pid).toBe(null);
+    expect(output.error).toBeInstanceOf(WorkerInitError);
+    expect((output.error as WorkerInitError).reason).toBe('spawn');
+    expect(output.error?.code).toBe('ERR_WORKER_INIT');
+    expect(output.error?.cause).toBe(fake.spawnError);
+  });
+
+  it.each([
+    ['call', []],
+    ['cancel', [{ type: 'call.cancel', callId: 1 }]],
+    ['credit', [{ type: 'stream.credit', callId: 1, n: 4 }]],
+  ] as const)(
+    'sending the %s frame throws: crashed, the call rejected once with the cause',
+    (frame, then) => {
+      const fake = new FakeProcess();
+      fake.failOn.add(frame);
+      const { actor, errors } = start(fake);
+      fake.ready();
+      const { call: c, settled } = call(1, true);
+      actor.send({ type: 'call.start', call: c });
+      for (const event of then) actor.send(event);
+      const { value, output } = done(actor, errors);
+      expect(value).toBe('crashed');
+      expect(output.reason).toBe('crashed');
+      expect(output.calls).toBe(1);
+      expect(output.error).toBeInstanceOf(WorkerCrashedError);
+      expect(output.error?.code).toBe('ERR_WORKER_CRASHED');
+      expect(output.error?.message).toMatch(
+        /^Worker 3 \(pid 7\) .*transport failed.*the transport broke/,
+      );
+      expect(output.error?.cause).toBe(fake.boom);
+      expect(settled).toEqual([{ how: 'reject', value: output.error }]);
+      // The process may be alive: the process actor's cleanup killed it.
+      expect(fake.signals).toEqual(['SIGKILL']);
+    },
+  );
+
+  it('sending the health-check ping throws: crashed', () => {
+    const fake = new FakeProcess();
+    fake.failOn.add('ping');
+    const { actor, errors } = start(fake);
+    fake.ready();
+    actor.send({ type: 'health.check' });
+    const { value, output } = done(actor, errors);
+    expect(value).toBe('crashed');
+    expect(output.error?.cause).toBe(fake.boom);
+    expect(fake.signals).toEqual(['SIGKILL']);
+  });
+
+  it('a kill that throws during start-up: the recorded ending, at once', () => {
+    // Stopped while initializing; the SIGKILL throws: stopped, with the failure as its error.
+    const stopped = new FakeProcess();
+    stopped.failOn.add('SIGKILL');
+    const a = start(stopped);
+    a.actor.send({ type: 'worker.stop', reason: 'close' });
+    const first = done(a.actor, a.errors);
+    expect(first.value).toBe('stopped');
+    expect(first.output.stopReason).toBe('close');
+    expect(first.output.error?.cause).toBe(stopped.boom);
+
+    // Stopped before the spawn was reported: the SIGKILL on process.spawned throws.
+    const early = new FakeProcess();
+    early.failOn.add('SIGKILL');
+    const actor = createActor(workerMachine, { input: input(early.spawn) });
+    actor.send({ type: 'worker.kill', error: new PyvisorError('ERR_POOL_CLOSED', 'closing') });
+    actor.start();
+    expect(actor.getSnapshot().status).toBe('done');
+    expect(actor.getSnapshot().value).toBe('killed');
+    expect(actor.getSnapshot().output?.error?.code).toBe('ERR_POOL_CLOSED');
+
+    // The init reply is an error; the SIGKILL throws: initFailed with the init error, not the
+    // transport's (the first reason wins).
+    const failing = new FakeProcess();
+    failing.failOn.add('SIGKILL');
+    const b = start(failing);
+    failing.handlers!.message({ t: 'init_error', type: 'E', message: 'bad', traceback: '' });
+    const second = done(b.actor, b.errors);
+    expect(second.value).toBe('initFailed');
+    expect((second.output.error as WorkerInitError).reason).toBe('error');
+
+    // The init timer fires; the SIGKILL throws: initTimedOut.
+    const slow = new FakeProcess();
+    slow.failOn.add('SIGKILL');
+    const c = start(slow);
+    c.time.increment(1000);
+    expect(done(c.actor, c.errors).value).toBe('initTimedOut');
+  });
+
+  it('a send or kill that throws while stopping: stopped, with the failure as its error', () => {
+    // The exit frame cannot be sent.
+    const exit = new FakeProcess();
+    exit.failOn.add('exit');
+    const a = start(exit);
+    exit.ready();
+    a.actor.send({ type: 'worker.stop', reason: 'recycle' });
+    const first = done(a.actor, a.errors);
+    expect(first.value).toBe('stopped');
+    expect(first.output.reason).toBe('stopped');
+    expect(first.output.stopReason).toBe('recycle');
+    expect(first.output.error?.cause).toBe(exit.boom);
+    expect(exit.signals).toEqual(['SIGKILL']);
+
+    // SIGTERM cannot be sent (the exit frame was, and the process did not exit in time).
+    const term = new FakeProcess();
+    term.failOn.add('SIGTERM');
+    const b = start(term);
+    term.ready();
+    b.actor.send({ type: 'worker.stop', reason: 'close' });
+    b.time.increment(1000);
+    expect(done(b.actor, b.errors).value).toBe('stopped');
+    expect(term.sent).toEqual(['exit']);
+    expect(term.signals).toEqual(['SIGTERM', 'SIGKILL']);
+  });
+
+  it('a kill that throws while killing: the recorded ending, with its own error', () => {
+    const fake = new FakeProcess();
+    fake.failOn.add('SIGKILL');
+    const { actor, errors } = start(fake);
+    fake.ready();
+    const { call: c, settled } = call(1);
+    actor.send({ type: 'call.start', call: c });
+    const kill = new PyvisorError('ERR_POOL_CLOSED', 'killed by close()');
+    actor.send({ type: 'worker.kill', error: kill });
+    const { value, output } = done(actor, errors);
+    expect(value).toBe('killed');
+    expect(output.error).toBe(kill);
+    expect(settled).toEqual([{ how: 'reject', value: kill }]);
+    // Once on entering killing, once more in the cleanup.
+    expect(fake.signals).toEqual(['SIGKILL', 'SIGKILL']);
+  });
+
+  it('any other failure of the process actor (onError) is handled the same way', () => {
+    // It throws as it starts.
+    const boom = new Error('process actor failed');
+    const throwing = workerMachine.provide({
+      actors: {
+        'python process': fromCallback(() => {
+          throw boom;
+        }) as never,
+      },
+    });
+    const a = start(new FakeProcess(), throwing);
+    const first = done(a.actor, a.errors);
+    expect(first.value).toBe('initFailed');
+    expect((first.output.error as WorkerInitError).reason).toBe('spawn');
+    expect(first.output.error?.cause).toBe(boom);
+
+    // It fails after the worker reported ready, while a call runs.
+    const fake = new FakeProcess();
+    let fail: (error: unknown) => void = () => {};
+    const events: Subscribable<WorkerEvent> = {
+      subscribe(observer: unknown) {
+        const o = observer as { next(e: WorkerEvent): void; error(e: unknown): void };
+        o.next({ type: 'process.spawned', transport: fake.transport });
+        o.next({ type: 'python.ready', message: READY });
+        fail = (error) => o.error(error);
+        return { unsubscribe() {} };
+      },
+    };
+    const failingLater = workerMachine.provide({
+      actors: { 'python process': fromEventObservable(() => events) as never },
+    });
+    const b = start(fake, failingLater);
+    expect(b.actor.getSnapshot().value).toEqual({ alive: { ready: 'idle' } });
+    const { call: c, settled } = call(1);
+    b.actor.send({ type: 'call.start', call: c });
+    fail(boom);
+    const second = done(b.actor, b.errors);
+    expect(second.value).toBe('crashed');
+    expect(second.output.error?.cause).toBe(boom);
+    expect(settled).toEqual([{ how: 'reject', value: second.output.error }]);
+  });
+
+  it('keeps working with a transport that does not throw (the wrapper passes everything on)', () => {
+    const fake = new FakeProcess();
+    const { actor } = start(fake);
+    fake.ready();
+    const { call: c, settled } = call(1);
+    actor.send({ type: 'call.start', call: c });
+    fake.handlers!.message({ t: 'ok', id: 1, v: 42 });
+    actor.send({ type: 'worker.stop', reason: 'close' });
+    fake.handlers!.exit({ exitCode: 0, signal: null });
+    expect(settled).toEqual([{ how: 'resolve', value: 42 }]);
+    expect(fake.sent).toEqual(['call', 'exit']);
+    expect(actor.getSnapshot().output).toMatchObject({ reason: 'stopped', error: null, pid: 7 });
+    expect(actor.getSnapshot().output?.stderr).toBe('last words');
   });
 });
