@@ -7,7 +7,8 @@ export function atomicStates(node: AnyStateNode): AnyStateNode[] {
   return children.flatMap(atomicStates);
 }
 
-function handles(node: AnyStateNode, type: string): boolean {
+/** Whether `node` or an ancestor has a transition for `type`. */
+export function handles(node: AnyStateNode, type: string): boolean {
   for (let n: AnyStateNode | undefined = node; n; n = n.parent) {
     if (n.transitions.has(type)) return true;
   }
