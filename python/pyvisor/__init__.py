@@ -18,7 +18,8 @@ A handler file is an ordinary Python module::
         ...
 
 The Node side starts each worker as ``python3 -u -m pyvisor /abs/path/to/handlers.py``; the
-runtime that talks to Node lives in ``pyvisor._runtime`` and is only imported by the worker.
+runtime that talks to Node lives in ``pyvisor._runtime`` (and the private modules it imports)
+and is only imported by the worker.
 Importing this module is cheap and has no side effects, so handler files can also be imported
 from plain Python (unit tests, notebooks): the decorators then only record the functions.
 """
@@ -68,10 +69,11 @@ def current_call():
     "Now" means the call being run by the worker's main thread; a thread started by a handler
     sees the same call while it runs. Outside a pyvisor worker this always returns None.
     """
-    rt = _sys.modules.get("pyvisor._runtime")
-    if rt is None:
+    # Looked up, not imported: outside a worker the runtime's modules are never loaded.
+    st = _sys.modules.get("pyvisor._state")
+    if st is None:
         return None
-    msg = rt._current_msg
+    msg = st.state.current_msg
     if msg is None:
         return None
     tp = msg.get("tp")

@@ -4,12 +4,14 @@ Spawns ``python -u -m pyvisor <script>`` with the request pipe on fd 3 and the r
 fd 4, and speaks the frame protocol of docs/protocol.md.
 """
 
+import array
 import fcntl
 import json
 import os
 import select
 import subprocess
 import sys
+import termios
 import threading
 import time
 
@@ -77,7 +79,22 @@ class Timeout(Exception):
 
 
 class Worker(object):
-    def __init__(self, script, env=None, args=None, capture=False, python=None, use_m=True):
+    """A worker process (python -u -m pyvisor <script> [args]), or with code= any Python code run
+    with the same pipes (a bare baseline for the benchmarks)."""
+
+    def __init__(self, script, env=None, args=None, capture=False, python=None, use_m=True,
+                 code=None):
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = PYTHON_DIR
+        full_env["PYVISOR_PARENT_PID"] = str(os.getpid())
+        full_env.pop("PYVISOR_READER", None)
+        full_env.update(env or {})
+        if code is not None:
+            argv = [python or PYTHON, "-u", "-c", code]
+        elif use_m:
+            argv = [python or PYTHON, "-u", "-m", "pyvisor", script]
+        else:
+            argv = [python or PYTHON, "-u", os.path.join(PYTHON_DIR, "pyvisor", "__main__.py"), script]
         req_r, self.req_w = os.pipe()
         self.rep_r, rep_w = os.pipe()
 
@@ -88,15 +105,6 @@ class Worker(object):
             os.dup2(a, 3)
             os.dup2(b, 4)
 
-        full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = PYTHON_DIR
-        full_env["PYVISOR_PARENT_PID"] = str(os.getpid())
-        full_env.pop("PYVISOR_READER", None)
-        full_env.update(env or {})
-        if use_m:
-            argv = [python or PYTHON, "-u", "-m", "pyvisor", script]
-        else:
-            argv = [python or PYTHON, "-u", os.path.join(PYTHON_DIR, "pyvisor", "__main__.py"), script]
         out = subprocess.PIPE if capture else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             argv + list(args or []),
@@ -113,6 +121,7 @@ class Worker(object):
         self.next_id = 1
         self.stdout = []
         self.stderr = []
+        self._output = threading.Condition()  # notified for every line read from stdout/stderr
         self._drains = []
         if capture:
             for stream, sink in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
@@ -120,10 +129,11 @@ class Worker(object):
                 t.start()
                 self._drains.append(t)
 
-    @staticmethod
-    def _drain(stream, sink):
+    def _drain(self, stream, sink):
         for line in iter(stream.readline, b""):
-            sink.append(line)
+            with self._output:
+                sink.append(line)
+                self._output.notify_all()
 
     # -- raw I/O ------------------------------------------------------------------------------
 
@@ -156,7 +166,7 @@ class Worker(object):
             raise EOFError("reply pipe closed")
         self.buf += data
 
-    def recv_body(self, timeout=5.0):
+    def recv_body(self, timeout=10.0):
         """The body of the next frame, as bytes."""
         deadline = time.monotonic() + timeout
         while len(self.buf) < 4:
@@ -167,7 +177,7 @@ class Worker(object):
         body, self.buf = self.buf[4 : 4 + n], self.buf[4 + n :]
         return body
 
-    def recv(self, timeout=5.0, raw=False):
+    def recv(self, timeout=10.0, raw=False):
         """The next message; its attachments (if any) are read and put in place of their
         placeholders, unless raw (then they are in msg["attachments"])."""
         body = self.recv_body(timeout)
@@ -185,13 +195,85 @@ class Worker(object):
         return msg
 
     def nothing_within(self, seconds):
-        """True if no frame arrives within `seconds`."""
+        """True if no frame arrives within `seconds`. Only for what cannot be observed otherwise
+        (a worker stuck with the GIL held answers nothing); elsewhere use barrier()."""
         try:
             msg = self.recv(seconds)
         except Timeout:
             return True
         self.unexpected = msg
         return False
+
+    def barrier(self, ping_id=424242):
+        """Send a ping and return every frame that arrives before its pong. The worker answers a
+        ping after everything it wrote before reading it, so [] means nothing else was sent."""
+        self.send({"t": "ping", "id": ping_id})
+        before = []
+        while True:
+            msg = self.recv()
+            if msg == {"t": "pong", "id": ping_id}:
+                return before
+            before.append(msg)
+
+    def send_consumed(self, data, timeout=10.0):
+        """Write data and wait until the worker has read it all from the request pipe (FIONREAD
+        on our end counts the bytes still in the pipe): each call is a separate read()."""
+        self.send_raw(data)
+        deadline = time.monotonic() + timeout
+        left = array.array("i", [0])
+        while True:
+            fcntl.ioctl(self.req_w, termios.FIONREAD, left)
+            if left[0] == 0:
+                return
+            if time.monotonic() > deadline:
+                raise Timeout("the worker did not read the request pipe")
+            time.sleep(0.0005)
+
+    # -- handshakes with the worker's process ---------------------------------------------------
+
+    def wait_stderr(self, line, timeout=10.0):
+        """Wait until the worker wrote `line` (bytes, with its newline) to stderr (capture=True)."""
+        assert self._drains, "wait_stderr needs capture=True"
+        deadline = time.monotonic() + timeout
+        with self._output:
+            while line not in self.stderr:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Timeout("no %r on stderr after %.1fs" % (line, timeout))
+                self._output.wait(left)
+
+    def wait_started(self, cid, timeout=10.0):
+        """Wait for the "started <cid>" line of a handler of python/tests/fixtures/extra.py."""
+        self.wait_stderr(b"started %d\n" % cid, timeout)
+
+    def wait_blocked(self, timeout=10.0):
+        """Wait until the worker's main thread sleeps in the kernel (state S in /proc, twice in a
+        row): after wait_started(), the handler has reached its blocking call (sleep, lock wait,
+        credit wait, a C call). Nothing else can put it to sleep then: the helper thread holds
+        the GIL only while it handles a frame, and none is in flight. Linux only; elsewhere it
+        returns at once."""
+        path = "/proc/%d/task/%d/stat" % (self.proc.pid, self.proc.pid)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            try:
+                with open(path) as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                return  # no /proc
+            seen = seen + 1 if state == "S" else 0
+            if seen == 2:
+                return
+            if time.monotonic() > deadline:
+                raise Timeout("the worker's main thread did not block (state %s)" % state)
+            time.sleep(0.002)
+
+    def finish_output(self, timeout=10.0):
+        """After the worker exited: wait until its stdout and stderr were read to the end."""
+        for t in self._drains:
+            t.join(timeout)
+            if t.is_alive():
+                raise Timeout("stdout/stderr still open %.1fs after the exit" % timeout)
 
     # -- protocol helpers ---------------------------------------------------------------------
 
@@ -215,7 +297,7 @@ class Worker(object):
         assert msg.get("id") == cid, (cid, msg)
         return msg
 
-    def wait_exit(self, timeout=5.0):
+    def wait_exit(self, timeout=10.0):
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -229,6 +311,8 @@ class Worker(object):
     def close(self):
         self.kill()
         self.close_requests()
+        for t in self._drains:  # let them see EOF before their streams are closed under them
+            t.join(5)
         if self.rep_r >= 0:
             os.close(self.rep_r)
             self.rep_r = -1

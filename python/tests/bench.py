@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _worker import PYTHON_DIR, Worker, fixture, frame  # noqa: E402
+from _worker import Worker, fixture, frame  # noqa: E402
 
 BARE_FRAME = (
     "import os; b=b'{\"t\":\"ready\"}'; os.write(4, len(b).to_bytes(4,'big')+b)"
@@ -41,41 +41,10 @@ while True:
 def spawn(python, mode, reader=None):
     env = {"PYVISOR_READER": reader} if reader else {}
     if mode == "bare":
-        w = Worker.__new__(Worker)
-        _spawn_code(w, python, BARE_FRAME)
-        return w
+        return Worker(None, python=python, code=BARE_FRAME)
     if mode == "bare_echo":
-        w = Worker.__new__(Worker)
-        _spawn_code(w, python, BARE_ECHO)
-        return w
+        return Worker(None, python=python, code=BARE_ECHO)
     return Worker(fixture("handlers.py"), env=env, python=python, use_m=(mode == "-m"))
-
-
-def _spawn_code(w, python, code):
-    import fcntl
-    import subprocess
-
-    req_r, w.req_w = os.pipe()
-    w.rep_r, rep_w = os.pipe()
-
-    def child_fds():
-        a = fcntl.fcntl(req_r, fcntl.F_DUPFD_CLOEXEC, 50)
-        b = fcntl.fcntl(rep_w, fcntl.F_DUPFD_CLOEXEC, 50)
-        os.dup2(a, 3)
-        os.dup2(b, 4)
-
-    w.proc = subprocess.Popen(
-        [python, "-u", "-c", code],
-        stdin=subprocess.DEVNULL,
-        env=dict(os.environ, PYTHONPATH=PYTHON_DIR),
-        preexec_fn=child_fds,
-        close_fds=False,
-    )
-    os.close(req_r)
-    os.close(rep_w)
-    w.buf = b""
-    w.next_id = 1
-    w.stdout, w.stderr, w._drains = [], [], []
 
 
 def startup(python, modes, runs):

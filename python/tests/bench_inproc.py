@@ -2,10 +2,10 @@
 
     python3 python/tests/bench_inproc.py
 
-Runs the real _serve() loop of pyvisor._runtime on the main thread of this process, fed by
-a pre-filled request pipe, and compares it with a bare read/loads/add/dumps/write loop over
-the same kind of pipes. Both loops pay the same syscalls for reading and writing; pyvisor also
-pays two epoll_ctl() per call (arming the helper) and its bookkeeping.
+Runs the real _serve() loop of the runtime (pyvisor/_serve.py) on the main thread of this
+process, fed by a pre-filled request pipe, and compares it with a bare read/loads/add/dumps/write
+loop over the same kind of pipes. Both loops pay the same syscalls for reading and writing;
+pyvisor also pays two epoll_ctl() per call (arming the helper) and its bookkeeping.
 """
 
 import json
@@ -16,7 +16,9 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import pyvisor  # noqa: E402
-from pyvisor import _runtime as rt  # noqa: E402
+from pyvisor import _runtime  # noqa: E402, F401  (imports the runtime as the worker does)
+from pyvisor._serve import _serve  # noqa: E402
+from pyvisor._state import state as st  # noqa: E402
 
 N = 20000
 BODY = json.dumps({"t": "call", "id": 12345, "fn": "add", "args": [1, 2]}, separators=(",", ":"))
@@ -52,16 +54,16 @@ def run(kind):
     if kind != "bare":
         import select
 
-        rt._in_fd, rt._out_fd = req_r, rep_w
-        rt._buf.clear()
+        st.in_fd, st.out_fd = req_r, rep_w
+        st.buf.clear()
         if kind == "epoll":
-            rt._ep = select.epoll()
-            rt._ep.register(req_r, 0)
-            rt._ep_modify = rt._ep.modify
-            rt._EPOLLIN = select.EPOLLIN
+            st.ep = select.epoll()
+            st.ep.register(req_r, 0)
+            st.ep_modify = st.ep.modify
+            st.epollin = select.EPOLLIN
         else:  # no helper arming: the bare bookkeeping of the runtime
-            rt._ep = object()
-            rt._ep_modify = lambda fd, ev: None
+            st.ep = object()
+            st.ep_modify = lambda fd, ev: None
     while done < N:
         os.write(req_w, FRAME * BATCH)
         if kind == "bare":
@@ -71,11 +73,11 @@ def run(kind):
         else:
             # Serve exactly BATCH calls, then leave _serve through an `exit` frame.
             os.write(req_w, b'\x00\x00\x00\x0c{"t":"exit"}')
-            rt._rlock.acquire()
+            st.rlock.acquire()
             t0 = time.perf_counter()
-            rt._serve()
+            _serve()
             total += time.perf_counter() - t0
-            rt._rlock.release()
+            st.rlock.release()
         done += BATCH
         try:  # drain replies
             while os.read(rep_r, 1 << 20):
@@ -90,7 +92,7 @@ def run(kind):
 def main():
     import statistics
 
-    rt._main_ident = None
+    st.main_ident = None
     res = {"bare": [], "runtime, no epoll_ctl": [], "runtime (epoll mode)": []}
     kinds = {"bare": "bare", "runtime, no epoll_ctl": "noep", "runtime (epoll mode)": "epoll"}
     for _ in range(5):
