@@ -355,9 +355,10 @@ function terminalReplies(settle: 'resolve call' | 'forget call') {
 const READY_ENDINGS = {
   // DOWN: a running call fails with ERR_WORKER_CRASHED.
   'process.exited': { target: '#worker.crashed', actions: 'end as crashed' },
-  // The transport threw: the same, with what it threw as the cause (the cleanup kills it).
+  // The transport threw: the same, with what it threw as the cause. The process may still run:
+  // it is killed, and the slot is released only once it is gone.
   'process.failed': {
-    target: '#worker.crashed',
+    target: '#worker.alive.killing',
     actions: { type: 'end as transport failure', params: { reason: 'crashed' } },
   },
   'process.protocolError': PROTOCOL_ERROR,
@@ -397,7 +398,14 @@ const ON_THE_WAY_OUT = {
   'python.initError': {},
 } as const;
 
-const ENDINGS = ['initFailed', 'initTimedOut', 'unresponsive', 'protocolError', 'stopped'] as const;
+const ENDINGS = [
+  'initFailed',
+  'initTimedOut',
+  'unresponsive',
+  'protocolError',
+  'stopped',
+  'crashed',
+] as const;
 
 /** From `killing` to the final state named by the recorded ending (`killed` otherwise). */
 function toFinalState(actions: ('record exit' | 'note transport failure')[]) {
@@ -447,6 +455,7 @@ export const workerMachine = setup({
       context.stopReason !== null || context.calls >= context.input.maxCalls,
     'ending is': ({ context }, params: { reason: WorkerExitReason }) =>
       context.ending?.reason === params.reason,
+    'a process was spawned': ({ context }) => context.transport !== null,
   },
   actions: {
     'store transport': assign(({ event }) => {
@@ -835,9 +844,9 @@ export const workerMachine = setup({
           on: {
             ...ON_THE_WAY_OUT,
             'process.exited': { target: '#worker.stopped', actions: 'record exit' },
-            // The exit frame or SIGTERM could not be sent: stopped now (the cleanup kills it).
+            // The exit frame or SIGTERM could not be sent: kill it, and end once it is gone.
             'process.failed': {
-              target: '#worker.stopped',
+              target: 'killing',
               actions: { type: 'end as transport failure', params: { reason: 'stopped' } },
             },
             'worker.kill': {
@@ -856,9 +865,15 @@ export const workerMachine = setup({
           on: {
             ...ON_THE_WAY_OUT,
             'process.exited': toFinalState(['record exit']),
-            // SIGKILL could not be sent (or the process actor failed): its exit may never be
-            // reported, so end now, as recorded (the cleanup tries SIGKILL once more).
-            'process.failed': toFinalState(['note transport failure']),
+            'process.failed': [
+              // SIGKILL could not be sent (or the process actor failed): keep waiting for the
+              // exit, up to killWait, as for a process that survives SIGKILL (the cleanup tries
+              // again).
+              { guard: 'a process was spawned', actions: 'note transport failure' },
+              // Stopped before the spawn was reported, and the spawn threw (or the process actor
+              // failed before it): nothing was started, so no exit will come. End now.
+              ...toFinalState(['note transport failure']),
+            ],
             'worker.kill': {},
             // Stopped before the spawn was reported: kill what was just started.
             'process.spawned': { actions: ['store transport', 'send SIGKILL'] },

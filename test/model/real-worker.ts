@@ -357,7 +357,13 @@ export class RealWorker {
         });
         return;
       case 'signal':
-        process.kill(this.pid!, stimulus.signal);
+        try {
+          process.kill(this.pid!, stimulus.signal);
+        } catch (error) {
+          // Already gone: a process the worker failed to SIGKILL may be exiting by itself (after
+          // an init error, or a stop), and the stimulus is then its own exit.
+          if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+        }
         return;
     }
   }

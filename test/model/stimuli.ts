@@ -126,9 +126,11 @@ export const SPAWN_TIMEOUT =
   'the init timer cannot fire before process.spawned, which is processed in the same tick as ' +
   'actor.start(), before any timer';
 export const KILL_WAIT =
-  'killWait (5 s, not configurable) only fires for a process that survives SIGKILL for 5 s (e.g. ' +
-  'stuck in uninterruptible sleep); SIGKILL always ends the fixture, and the transport reports the ' +
-  'exit at most 100 ms later';
+  'killWait (5 s, not configurable) only fires for a process still there 5 s after SIGKILL: one ' +
+  'stuck in uninterruptible sleep (the fixture always dies, and the transport reports the exit at ' +
+  'most 100 ms later), or one whose SIGKILL threw (a fault), which would make each such path last ' +
+  '5 s of real time; the unit tests and test/model/transport-failure.test.ts (a real process, a ' +
+  'simulated clock) cover it';
 
 export const NO_TRANSPORT_CALL =
   'process.failed in a state where the worker makes no transport call (no send, no kill): it can ' +
@@ -136,8 +138,8 @@ export const NO_TRANSPORT_CALL =
   'what the spawn throws, and its transport wrapper what send and kill throw); the unit tests ' +
   'cover it with a failing actor';
 
-/** How a process ends whose exit the worker did not wait for (it ended on process.failed). */
-const NOT_WAITED: ExitExpectation = { exitCode: null, signal: null };
+/** The output's exit when no process was started (the spawn threw). */
+const NO_PROCESS: ExitExpectation = { exitCode: null, signal: null };
 
 const ACTOR_SIDE = new Set([
   'call.start',
@@ -190,7 +192,8 @@ export function planPath(steps: ReplayStep[]): Plan | Infeasible {
     healthTimeout: later(0, (s) => s.label === 'after(healthTimeout)') ? 250 : NEVER,
     stopTimeout: NEVER,
     ignoreTerm: later(0, (s) => leaf(s.from) === 'terminating' && s.label !== 'process.exited'),
-    spawnFails: later(0, (s) => leaf(s.from) === 'spawning' && s.label === 'process.failed'),
+    // process.failed before the spawn was reported: while spawning, or killing after a stop.
+    spawnFails: later(0, (s) => !s.spawned && s.label === 'process.failed'),
   };
   if (later(0, (s) => s.label === 'after(stopTimeout)')) {
     // While terminating something must happen before the second stopTimeout: leave it time.
@@ -243,6 +246,8 @@ export function planPath(steps: ReplayStep[]): Plan | Infeasible {
   // Killing entered through a natural init_error: the runtime may exit(1) before SIGKILL lands.
   let killingByInitError = false;
   let killingFromStopping = false;
+  // The SIGKILL sent while killing threw: the process lives on until the test kills it.
+  let killThrew = false;
 
   const fail = (at: number, reason: string, scope: Infeasible['scope']): Infeasible => ({
     at,
@@ -281,23 +286,27 @@ export function planPath(steps: ReplayStep[]): Plan | Infeasible {
     if (enteringKilling) {
       killingByInitError = false;
       killingFromStopping = false;
+      killThrew = false;
     }
 
     if (label === 'process.failed') {
-      // Always the last step: the worker ends at once. Its exit is not waited for.
-      exit = [NOT_WAITED];
-      if (state === 'spawning') {
+      if (!s.spawned) {
+        // While spawning, or killing after a stop that came before the spawn: the spawn throws,
+        // nothing is started, and the worker ends at once.
         set(i, { kind: 'natural', why: 'the spawn throws (config.spawnFails)' });
+        exit = [NO_PROCESS];
       } else if (state === 'initializing' || state === 'idle') {
         return fail(i, NO_TRANSPORT_CALL, 'transition');
-      } else if (!s.spawned) {
-        // Killing after a stop that came before the spawn: the SIGKILL sent on process.spawned,
-        // the first transport call of the run, throws.
-        planned[0]!.prep.push('fault');
-        set(i, { kind: 'natural', why: 'the SIGKILL sent on process.spawned throws' });
       } else if (i > 0 && steps[i - 1]!.effects.length > 0) {
-        planned[i - 1]!.prep.push('fault');
+        // The spawn reported in `killing` (after a stop that came first) happens inside
+        // actor.start(): its SIGKILL can only be made to throw by a prep made before the start.
+        const carrier = steps[i - 1]!.label === 'process.spawned' ? 0 : i - 1;
+        planned[carrier]!.prep.push('fault');
         set(i, { kind: 'natural', why: 'the transport call of the previous step throws' });
+        // From ready, busy, cancelling or stopping, the worker now kills the process (that
+        // SIGKILL goes through: a fault is for one call), and its exit ends the worker. In
+        // killing, the SIGKILL that threw was the one meant to end the process.
+        if (state === 'killing') killThrew = true;
       } else {
         return fail(i, 'the step before it makes no transport call that could throw', 'prefix');
       }
@@ -458,7 +467,12 @@ export function planPath(steps: ReplayStep[]): Plan | Infeasible {
 
       case 'killing':
         if (label === 'process.exited') {
-          set(i, { kind: 'natural', why: 'the SIGKILL sent on entering killing' });
+          if (killThrew) {
+            // Unless the process was exiting anyway (below), it survives the SIGKILL that threw.
+            set(i, { kind: 'signal', signal: 'SIGKILL' });
+          } else {
+            set(i, { kind: 'natural', why: 'the SIGKILL sent on entering killing' });
+          }
           exit = [SIGKILLED];
           if (killingByInitError) exit.push({ exitCode: 1, signal: null });
           if (killingFromStopping) exit.push({ exitCode: 0, signal: null });
@@ -545,6 +559,9 @@ export function planSuite(generated: WorkerPath[]): Suite {
     const steps = transitionsOf(path);
     const last = steps[steps.length - 1]!;
     let rerouted: Run | null = null;
+    // Why the transition is excluded: its own reason if some prefix reaches it but it cannot be
+    // driven from there, else why this path's prefix cannot be driven.
+    let reason = result.reason;
     if (!(result.scope === 'transition' && result.at === steps.length - 1)) {
       for (const head of byLength) {
         if (valueName(head.state.value) !== valueName(last.from.value)) continue;
@@ -552,13 +569,18 @@ export function planSuite(generated: WorkerPath[]): Suite {
         if (!extended || lastTransitionKey(extended) !== lastTransitionKey(path)) continue;
         const again = replay(extended);
         const plan = planPath(again.steps);
-        if ('reason' in plan) continue;
+        if ('reason' in plan) {
+          if (plan.scope === 'transition' && plan.at === again.steps.length - 1) {
+            reason = plan.reason;
+          }
+          continue;
+        }
         rerouted = { path: extended, replay: again, plan, reroutedFrom: describePath(path) };
         break;
       }
     }
     if (rerouted) feasible.push(rerouted);
-    else exclusions.push({ transition: lastTransitionKey(path), reason: result.reason });
+    else exclusions.push({ transition: lastTransitionKey(path), reason });
   }
   // A path that ends while the worker is killing its process stops short of the outcome: let it
   // run on to the exit the SIGKILL causes, so the output (reason, error, exit) is checked too.

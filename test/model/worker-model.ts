@@ -10,6 +10,7 @@ import {
   type ActorLogic,
   getInitialSnapshot,
   getMicrosteps,
+  getNextSnapshot,
   type SnapshotFrom,
   type StateValue,
 } from 'xstate';
@@ -336,20 +337,38 @@ export function lastTransitionKey(path: WorkerPath): string {
 }
 
 /**
+ * The snapshot a path really ends in, its events taken again from the initial state.
+ *
+ * A path's `state` (and its steps' states) are not always that one: a vertex stands for a
+ * transition, not for the context, and xstate/graph keeps one snapshot per vertex, from whichever
+ * path reached it last. Two paths reaching `killing --process.failed--> killing` with different
+ * recorded endings share that vertex, so the snapshot of one may carry the other's ending. The
+ * events of a path are its own.
+ */
+export function endState(path: WorkerPath): WorkerSnapshot {
+  let snapshot = getInitialSnapshot(workerMachine, modelInput(traversalStubs));
+  for (const { event } of transitionsOf(path)) {
+    snapshot = getNextSnapshot(workerMachine, snapshot, event);
+  }
+  return snapshot;
+}
+
+/**
  * Appends one event to a path, with xstate/graph: the event is taken from the samples of the
  * path's last state by its label, so its guard variant is evaluated in that state's context.
  */
 export function extendPath(head: WorkerPath, eventLabel: string): WorkerPath | null {
-  const event = samples(head.state, traversalStubs).find((e) => label(e) === eventLabel);
+  const state = endState(head);
+  const event = samples(state, traversalStubs).find((e) => label(e) === eventLabel);
   if (!event) return null;
   // (getPathsFromEvents' generics do not infer a machine with emitted events: give them.)
   const logic = workerMachine as unknown as ActorLogic<WorkerSnapshot, WorkerEvent, WorkerInput>;
   const [tail] = getPathsFromEvents(logic, [event], {
-    fromState: head.state,
+    fromState: state,
     input: modelInput(traversalStubs),
     ...traversal,
   });
-  return tail ? joinPaths(head, tail) : null;
+  return tail ? joinPaths({ ...head, state }, tail) : null;
 }
 
 /** Drops every path that is a prefix of another one (running the longer one checks both). */
@@ -437,14 +456,16 @@ export function replay(path: WorkerPath): Replay {
       ),
     ];
     // Leaving `alive` stops the process actor, whose cleanup SIGKILLs a process that has not
-    // exited; a spawn that threw (process.failed while spawning) left none. The process exists
-    // even if the model never saw its spawn (a stop before it): the actor spawns as it starts.
+    // exited; a spawn that threw (process.failed before the spawn was reported: while spawning,
+    // or killing after a stop) left none. Otherwise the process exists even if the model never
+    // saw its spawn (a stop before it): the actor spawns as it starts.
     const from = valueName(snapshot.value);
+    const spawnThrew = event.type === 'process.failed' && snapshot.context.transport === null;
     const cleanupKill =
       from.startsWith('alive.') &&
       !to.startsWith('alive.') &&
       event.type !== 'process.exited' &&
-      from !== 'alive.starting.spawning';
+      !spawnThrew;
     steps.push({
       index,
       label: t.label,

@@ -96,20 +96,28 @@ const DOCUMENTED_EXCLUSIONS: Exclusion[] = [
     transition: 'alive.starting.spawning --after(initTimeout)--> alive.killing',
     reason: SPAWN_TIMEOUT,
   },
+  // A spawn that throws after the init timer fired while spawning (a stop before the spawn is
+  // reported is driven: `spawning --worker.stop--> killing --process.failed--> stopped`).
+  { transition: 'alive.killing --process.failed--> initTimedOut', reason: SPAWN_TIMEOUT },
   // The worker makes no transport call while initializing or idle, so nothing can throw there.
   {
     transition: 'alive.starting.initializing --process.failed--> initFailed',
     reason: NO_TRANSPORT_CALL,
   },
-  { transition: 'alive.ready.idle --process.failed--> crashed', reason: NO_TRANSPORT_CALL },
+  { transition: 'alive.ready.idle --process.failed--> alive.killing', reason: NO_TRANSPORT_CALL },
   // killWait leads to the final state of the recorded ending, one transition per ending.
-  ...['stopped', 'killed', 'initTimedOut', 'protocolError', 'initFailed', 'unresponsive'].map(
-    (final) => ({
-      transition: `alive.killing --after(killWait)--> ${final}`,
-      // The shortest path to this one starts with the init timer firing while spawning.
-      reason: final === 'initTimedOut' ? SPAWN_TIMEOUT : KILL_WAIT,
-    }),
-  ),
+  ...[
+    'stopped',
+    'killed',
+    'initTimedOut',
+    'protocolError',
+    'initFailed',
+    'unresponsive',
+    'crashed',
+  ].map((final) => ({
+    transition: `alive.killing --after(killWait)--> ${final}`,
+    reason: KILL_WAIT,
+  })),
 ];
 
 describe('paths generated from workerMachine (xstate/graph)', () => {
@@ -196,22 +204,41 @@ describe('paths generated from workerMachine (xstate/graph)', () => {
         'killing --process.exited--> stopped',
       ],
       'the spawn throws': ['spawning --process.failed--> initFailed'],
-      'sending the call throws': ['idle --call.start--> busy', 'busy --process.failed--> crashed'],
+      'a stop, then the spawn throws': [
+        'spawning --worker.stop--> killing',
+        'killing --process.failed--> stopped',
+      ],
+      // A transport that throws once the process runs: the process is killed, and the worker ends
+      // once it is gone.
+      'sending the call throws': [
+        'idle --call.start--> busy',
+        'busy --process.failed--> killing',
+        'killing --process.exited--> crashed',
+      ],
+      'sending the ping throws': [
+        'idle --health.check--> checking',
+        'checking --process.failed--> killing',
+        'killing --process.exited--> crashed',
+      ],
       'sending the cancel throws': [
         'busy --call.cancel(running)--> cancelling',
-        'cancelling --process.failed--> crashed',
+        'cancelling --process.failed--> killing',
+        'killing --process.exited--> crashed',
       ],
       'sending the exit frame throws': [
         'idle --worker.stop--> asking',
-        'asking --process.failed--> stopped',
+        'asking --process.failed--> killing',
+        'killing --process.exited--> stopped',
       ],
       'SIGTERM throws': [
         'asking --after(stopTimeout)--> terminating',
-        'terminating --process.failed--> stopped',
+        'terminating --process.failed--> killing',
+        'killing --process.exited--> stopped',
       ],
+      // The worker keeps waiting for the exit (here, the test kills the process).
       'SIGKILL throws': [
-        'initializing --python.initError--> killing',
-        'killing --process.failed--> initFailed',
+        'killing --process.failed--> killing',
+        'killing --process.exited--> protocolError',
       ],
     };
     for (const [name, sequence] of Object.entries(scenarios)) {

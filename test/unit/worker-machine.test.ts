@@ -227,6 +227,12 @@ describe('worker machine: the next call comes with the reply', () => {
 });
 
 describe('worker machine: a transport that throws ends the worker, never the actor', () => {
+  /** The worker's `killWait`: how long it waits for the exit of a SIGKILLed process. */
+  const KILL_WAIT = 5000;
+  /** How the process ends after the worker tried to kill it. */
+  type Ending = 'exits' | 'survives killWait';
+  const ENDINGS: Ending[] = ['exits', 'survives killWait'];
+
   /** A scripted process whose transport throws where told to. */
   class FakeProcess {
     handlers: Handlers | null = null;
@@ -257,6 +263,10 @@ describe('worker machine: a transport that throws ends the worker, never the act
     };
     ready(): void {
       this.handlers!.message(READY);
+    }
+    /** The process dies (as the transport reports it, after the fact). */
+    exit(exitCode: number | null = null, signal: NodeJS.Signals | null = 'SIGKILL'): void {
+      this.handlers!.exit({ exitCode, signal });
     }
   }
 
@@ -299,11 +309,47 @@ describe('worker machine: a transport that throws ends the worker, never the act
     };
     return { call: c, settled };
   }
-  function done(actor: ReturnType<typeof start>['actor'], errors: unknown[]) {
+  type Started = ReturnType<typeof start>;
+  function done(actor: Started['actor'], errors: unknown[]) {
     const snapshot = actor.getSnapshot();
     expect(errors).toEqual([]);
     expect(snapshot.status).toBe('done');
     return { value: snapshot.value, output: snapshot.output! };
+  }
+  /** Still alive, killing its process: the slot is not released yet. */
+  function killing(actor: Started['actor'], errors: unknown[]) {
+    expect(errors).toEqual([]);
+    expect(actor.getSnapshot().status).toBe('active');
+    expect(actor.getSnapshot().value).toEqual({ alive: 'killing' });
+  }
+  /**
+   * Ends a killing worker: the process exits (reported by the transport), or it never does and
+   * killWait passes (not a moment earlier).
+   */
+  function finish(ending: Ending, fake: FakeProcess, { actor, errors, time }: Started) {
+    if (ending === 'exits') {
+      fake.exit();
+    } else {
+      time.increment(KILL_WAIT - 1);
+      killing(actor, errors);
+      time.increment(1);
+    }
+    return done(actor, errors);
+  }
+  /** The exit in the output, and the SIGKILLs sent: the cleanup tries again after killWait. */
+  function expectGone(
+    ending: Ending,
+    fake: FakeProcess,
+    output: { exitCode: number | null; signal: NodeJS.Signals | null },
+    signalsBefore: NodeJS.Signals[],
+  ) {
+    if (ending === 'exits') {
+      expect(output).toMatchObject({ exitCode: null, signal: 'SIGKILL' });
+      expect(fake.signals).toEqual(signalsBefore);
+    } else {
+      expect(output).toMatchObject({ exitCode: null, signal: null });
+      expect(fake.signals).toEqual([...signalsBefore, 'SIGKILL']);
+    }
   }
 
   it('a spawn that throws: initFailed, a WorkerInitError (spawn) with the thrown error as cause', () => {
@@ -319,130 +365,183 @@ describe('worker machine: a transport that throws ends the worker, never the act
     expect((output.error as WorkerInitError).reason).toBe('spawn');
     expect(output.error?.code).toBe('ERR_WORKER_INIT');
     expect(output.error?.cause).toBe(fake.spawnError);
+    expect(fake.signals).toEqual([]);
   });
 
-  it.each([
-    ['call', []],
-    ['cancel', [{ type: 'call.cancel', callId: 1 }]],
-    ['credit', [{ type: 'stream.credit', callId: 1, n: 4 }]],
-  ] as const)(
-    'sending the %s frame throws: crashed, the call rejected once with the cause',
-    (frame, then) => {
+  it('a stop before the spawn was reported, then the spawn throws: the recorded ending, at once', () => {
+    // Nothing was started, so there is no exit to wait for.
+    const fake = new FakeProcess();
+    fake.spawnError = new TypeError('The property options.env contains null bytes');
+    const actor = createActor(workerMachine, { input: input(fake.spawn) });
+    actor.send({ type: 'worker.stop', reason: 'close' });
+    actor.start();
+    const { value, output } = done(actor, []);
+    expect(value).toBe('stopped');
+    expect(output).toMatchObject({ reason: 'stopped', stopReason: 'close', pid: null });
+    expect(output).toMatchObject({ exitCode: null, signal: null });
+    expect(output.error).toBeInstanceOf(WorkerCrashedError);
+    expect(output.error?.cause).toBe(fake.spawnError);
+    expect(fake.signals).toEqual([]);
+  });
+
+  describe.each(ENDINGS)('when the process, killed, %s', (ending) => {
+    it.each([
+      ['call', []],
+      ['cancel', [{ type: 'call.cancel', callId: 1 }]],
+      ['credit', [{ type: 'stream.credit', callId: 1, n: 4 }]],
+    ] as const)(
+      'sending the %s frame throws: the call rejected at once with the cause; crashed once the process is gone',
+      (frame, then) => {
+        const fake = new FakeProcess();
+        fake.failOn.add(frame);
+        const started = start(fake);
+        const { actor, errors } = started;
+        fake.ready();
+        const { call: c, settled } = call(1, true);
+        actor.send({ type: 'call.start', call: c });
+        for (const event of then) actor.send(event);
+        // The call is rejected now; the process, which may still run, is being killed.
+        killing(actor, errors);
+        expect(settled).toHaveLength(1);
+        expect(settled[0]!.how).toBe('reject');
+        expect(fake.signals).toEqual(['SIGKILL']);
+        const { value, output } = finish(ending, fake, started);
+        expect(value).toBe('crashed');
+        expect(output.reason).toBe('crashed');
+        expect(output.calls).toBe(1);
+        expect(output.error).toBeInstanceOf(WorkerCrashedError);
+        expect(output.error?.code).toBe('ERR_WORKER_CRASHED');
+        expect(output.error?.message).toMatch(
+          /^Worker 3 \(pid 7\) .*transport failed.*the transport broke/,
+        );
+        expect(output.error?.cause).toBe(fake.boom);
+        expect(settled).toEqual([{ how: 'reject', value: output.error }]);
+        expectGone(ending, fake, output, ['SIGKILL']);
+      },
+    );
+
+    it('sending the health-check ping throws: crashed once the process is gone', () => {
       const fake = new FakeProcess();
-      fake.failOn.add(frame);
-      const { actor, errors } = start(fake);
+      fake.failOn.add('ping');
+      const started = start(fake);
       fake.ready();
-      const { call: c, settled } = call(1, true);
-      actor.send({ type: 'call.start', call: c });
-      for (const event of then) actor.send(event);
-      const { value, output } = done(actor, errors);
+      started.actor.send({ type: 'health.check' });
+      killing(started.actor, started.errors);
+      const { value, output } = finish(ending, fake, started);
       expect(value).toBe('crashed');
       expect(output.reason).toBe('crashed');
-      expect(output.calls).toBe(1);
       expect(output.error).toBeInstanceOf(WorkerCrashedError);
-      expect(output.error?.code).toBe('ERR_WORKER_CRASHED');
-      expect(output.error?.message).toMatch(
-        /^Worker 3 \(pid 7\) .*transport failed.*the transport broke/,
-      );
       expect(output.error?.cause).toBe(fake.boom);
-      expect(settled).toEqual([{ how: 'reject', value: output.error }]);
-      // The process may be alive: the process actor's cleanup killed it.
-      expect(fake.signals).toEqual(['SIGKILL']);
-    },
-  );
+      expectGone(ending, fake, output, ['SIGKILL']);
+    });
 
-  it('sending the health-check ping throws: crashed', () => {
-    const fake = new FakeProcess();
-    fake.failOn.add('ping');
-    const { actor, errors } = start(fake);
-    fake.ready();
-    actor.send({ type: 'health.check' });
-    const { value, output } = done(actor, errors);
-    expect(value).toBe('crashed');
-    expect(output.error?.cause).toBe(fake.boom);
-    expect(fake.signals).toEqual(['SIGKILL']);
-  });
+    it('a send or kill that throws while stopping: stopped, with the failure as its error', () => {
+      // The exit frame cannot be sent.
+      const exit = new FakeProcess();
+      exit.failOn.add('exit');
+      const a = start(exit);
+      exit.ready();
+      a.actor.send({ type: 'worker.stop', reason: 'recycle' });
+      killing(a.actor, a.errors);
+      const first = finish(ending, exit, a);
+      expect(first.value).toBe('stopped');
+      expect(first.output.reason).toBe('stopped');
+      expect(first.output.stopReason).toBe('recycle');
+      expect(first.output.error).toBeInstanceOf(WorkerCrashedError);
+      expect(first.output.error?.cause).toBe(exit.boom);
+      expectGone(ending, exit, first.output, ['SIGKILL']);
 
-  it('a kill that throws during start-up: the recorded ending, at once', () => {
-    // Stopped while initializing; the SIGKILL throws: stopped, with the failure as its error.
-    const stopped = new FakeProcess();
-    stopped.failOn.add('SIGKILL');
-    const a = start(stopped);
-    a.actor.send({ type: 'worker.stop', reason: 'close' });
-    const first = done(a.actor, a.errors);
-    expect(first.value).toBe('stopped');
-    expect(first.output.stopReason).toBe('close');
-    expect(first.output.error?.cause).toBe(stopped.boom);
+      // SIGTERM cannot be sent (the exit frame was, and the process did not exit in time).
+      const term = new FakeProcess();
+      term.failOn.add('SIGTERM');
+      const b = start(term);
+      term.ready();
+      b.actor.send({ type: 'worker.stop', reason: 'close' });
+      b.time.increment(1000);
+      killing(b.actor, b.errors);
+      const second = finish(ending, term, b);
+      expect(second.value).toBe('stopped');
+      expect(second.output.stopReason).toBe('close');
+      expect(second.output.error?.cause).toBe(term.boom);
+      expect(term.sent).toEqual(['exit']);
+      expectGone(ending, term, second.output, ['SIGTERM', 'SIGKILL']);
+    });
 
-    // Stopped before the spawn was reported: the SIGKILL on process.spawned throws.
-    const early = new FakeProcess();
-    early.failOn.add('SIGKILL');
-    const actor = createActor(workerMachine, { input: input(early.spawn) });
-    actor.send({ type: 'worker.kill', error: new PyvisorError('ERR_POOL_CLOSED', 'closing') });
-    actor.start();
-    expect(actor.getSnapshot().status).toBe('done');
-    expect(actor.getSnapshot().value).toBe('killed');
-    expect(actor.getSnapshot().output?.error?.code).toBe('ERR_POOL_CLOSED');
+    it('a kill that throws during start-up: the recorded ending, once the process is gone', () => {
+      // Stopped while initializing; the SIGKILL throws: stopped, with the failure as its error.
+      const stopped = new FakeProcess();
+      stopped.failOn.add('SIGKILL');
+      const a = start(stopped);
+      a.actor.send({ type: 'worker.stop', reason: 'close' });
+      killing(a.actor, a.errors);
+      const first = finish(ending, stopped, a);
+      expect(first.value).toBe('stopped');
+      expect(first.output.stopReason).toBe('close');
+      expect(first.output.error).toBeInstanceOf(WorkerCrashedError);
+      expect(first.output.error?.cause).toBe(stopped.boom);
+      expectGone(ending, stopped, first.output, ['SIGKILL']);
 
-    // The init reply is an error; the SIGKILL throws: initFailed with the init error, not the
-    // transport's (the first reason wins).
-    const failing = new FakeProcess();
-    failing.failOn.add('SIGKILL');
-    const b = start(failing);
-    failing.handlers!.message({ t: 'init_error', type: 'E', message: 'bad', traceback: '' });
-    const second = done(b.actor, b.errors);
-    expect(second.value).toBe('initFailed');
-    expect((second.output.error as WorkerInitError).reason).toBe('error');
+      // Killed before the spawn was reported: the SIGKILL sent on process.spawned throws.
+      const early = new FakeProcess();
+      early.failOn.add('SIGKILL');
+      const kill = new PyvisorError('ERR_POOL_CLOSED', 'closing');
+      const time = new SimulatedClock();
+      const actor = createActor(workerMachine, { input: input(early.spawn), clock: time });
+      const errors: unknown[] = [];
+      actor.subscribe({ error: (error) => errors.push(error) });
+      actor.send({ type: 'worker.kill', error: kill });
+      actor.start();
+      killing(actor, errors);
+      const second = finish(ending, early, { actor, errors, time });
+      expect(second.value).toBe('killed');
+      expect(second.output.error).toBe(kill);
+      expectGone(ending, early, second.output, ['SIGKILL']);
 
-    // The init timer fires; the SIGKILL throws: initTimedOut.
-    const slow = new FakeProcess();
-    slow.failOn.add('SIGKILL');
-    const c = start(slow);
-    c.time.increment(1000);
-    expect(done(c.actor, c.errors).value).toBe('initTimedOut');
-  });
+      // The init reply is an error; the SIGKILL throws: initFailed with the init error, not the
+      // transport's (the first reason wins).
+      const failing = new FakeProcess();
+      failing.failOn.add('SIGKILL');
+      const b = start(failing);
+      failing.handlers!.message({ t: 'init_error', type: 'E', message: 'bad', traceback: '' });
+      killing(b.actor, b.errors);
+      const third = finish(ending, failing, b);
+      expect(third.value).toBe('initFailed');
+      expect((third.output.error as WorkerInitError).reason).toBe('error');
+      expectGone(ending, failing, third.output, ['SIGKILL']);
 
-  it('a send or kill that throws while stopping: stopped, with the failure as its error', () => {
-    // The exit frame cannot be sent.
-    const exit = new FakeProcess();
-    exit.failOn.add('exit');
-    const a = start(exit);
-    exit.ready();
-    a.actor.send({ type: 'worker.stop', reason: 'recycle' });
-    const first = done(a.actor, a.errors);
-    expect(first.value).toBe('stopped');
-    expect(first.output.reason).toBe('stopped');
-    expect(first.output.stopReason).toBe('recycle');
-    expect(first.output.error?.cause).toBe(exit.boom);
-    expect(exit.signals).toEqual(['SIGKILL']);
+      // The init timer fires; the SIGKILL throws: initTimedOut.
+      const slow = new FakeProcess();
+      slow.failOn.add('SIGKILL');
+      const c = start(slow);
+      c.time.increment(1000);
+      killing(c.actor, c.errors);
+      const fourth = finish(ending, slow, c);
+      expect(fourth.value).toBe('initTimedOut');
+      expect((fourth.output.error as WorkerInitError).reason).toBe('timeout');
+      expectGone(ending, slow, fourth.output, ['SIGKILL']);
+    });
 
-    // SIGTERM cannot be sent (the exit frame was, and the process did not exit in time).
-    const term = new FakeProcess();
-    term.failOn.add('SIGTERM');
-    const b = start(term);
-    term.ready();
-    b.actor.send({ type: 'worker.stop', reason: 'close' });
-    b.time.increment(1000);
-    expect(done(b.actor, b.errors).value).toBe('stopped');
-    expect(term.sent).toEqual(['exit']);
-    expect(term.signals).toEqual(['SIGTERM', 'SIGKILL']);
-  });
-
-  it('a kill that throws while killing: the recorded ending, with its own error', () => {
-    const fake = new FakeProcess();
-    fake.failOn.add('SIGKILL');
-    const { actor, errors } = start(fake);
-    fake.ready();
-    const { call: c, settled } = call(1);
-    actor.send({ type: 'call.start', call: c });
-    const kill = new PyvisorError('ERR_POOL_CLOSED', 'killed by close()');
-    actor.send({ type: 'worker.kill', error: kill });
-    const { value, output } = done(actor, errors);
-    expect(value).toBe('killed');
-    expect(output.error).toBe(kill);
-    expect(settled).toEqual([{ how: 'reject', value: kill }]);
-    // Once on entering killing, once more in the cleanup.
-    expect(fake.signals).toEqual(['SIGKILL', 'SIGKILL']);
+    it('a kill that throws while killing: the recorded ending, with its own error', () => {
+      const fake = new FakeProcess();
+      fake.failOn.add('SIGKILL');
+      const started = start(fake);
+      const { actor, errors } = started;
+      fake.ready();
+      const { call: c, settled } = call(1);
+      actor.send({ type: 'call.start', call: c });
+      const kill = new PyvisorError('ERR_POOL_CLOSED', 'killed by close()');
+      actor.send({ type: 'worker.kill', error: kill });
+      // The call is rejected at once; the worker waits for the process it could not kill.
+      killing(actor, errors);
+      expect(settled).toEqual([{ how: 'reject', value: kill }]);
+      const { value, output } = finish(ending, fake, started);
+      expect(value).toBe('killed');
+      expect(output.reason).toBe('killed');
+      expect(output.error).toBe(kill);
+      expect(settled).toEqual([{ how: 'reject', value: kill }]);
+      // Once on entering killing; after killWait, once more in the cleanup.
+      expectGone(ending, fake, output, ['SIGKILL']);
+    });
   });
 
   it('any other failure of the process actor (onError) is handled the same way', () => {
@@ -460,6 +559,14 @@ describe('worker machine: a transport that throws ends the worker, never the act
     expect(first.value).toBe('initFailed');
     expect((first.output.error as WorkerInitError).reason).toBe('spawn');
     expect(first.output.error?.cause).toBe(boom);
+
+    // It throws as it starts, after a stop: nothing was spawned, so the worker ends at once.
+    const early = createActor(throwing, { input: input(new FakeProcess().spawn) });
+    early.send({ type: 'worker.stop', reason: 'close' });
+    early.start();
+    const stopped = done(early, []);
+    expect(stopped.value).toBe('stopped');
+    expect(stopped.output.error?.cause).toBe(boom);
 
     // It fails after the worker reported ready, while a call runs.
     const fake = new FakeProcess();
@@ -481,8 +588,15 @@ describe('worker machine: a transport that throws ends the worker, never the act
     const { call: c, settled } = call(1);
     b.actor.send({ type: 'call.start', call: c });
     fail(boom);
+    // The call is rejected at once, and the process is killed; with the actor gone, no exit can
+    // be reported, so the worker ends when killWait passes.
+    killing(b.actor, b.errors);
+    expect(settled).toHaveLength(1);
+    expect(fake.signals).toEqual(['SIGKILL']);
+    b.time.increment(KILL_WAIT);
     const second = done(b.actor, b.errors);
     expect(second.value).toBe('crashed');
+    expect(second.output.error).toBeInstanceOf(WorkerCrashedError);
     expect(second.output.error?.cause).toBe(boom);
     expect(settled).toEqual([{ how: 'reject', value: second.output.error }]);
   });
