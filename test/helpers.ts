@@ -62,6 +62,15 @@ export function nextEvent<K extends keyof PoolEvents>(
 }
 
 /**
+ * Resolves with the pid of the worker once a handler called with `tag` (sleep, spin, swallow,
+ * hang_c in test/fixtures/_common.py) is running: it writes the line `started <tag>` to stderr.
+ * Call it before making the call, so the line cannot be missed.
+ */
+export function started(pool: Pool, tag: string): Promise<number | null> {
+  return nextEvent(pool, 'worker.stderr', (e) => e.line === `started ${tag}`).then((e) => e.pid);
+}
+
+/**
  * Waits until `check` holds, re-checking on every pool event that could change it. Rejects after
  * `timeout` ms (a generous bound, not a synchronisation delay).
  */
@@ -86,8 +95,11 @@ export function until(pool: Pool, check: () => boolean, timeout = 10_000): Promi
   });
 }
 
-/** Waits until no process in `pids` is alive, polling /proc; rejects after `timeout` ms. */
-export async function allGone(pids: number[], timeout = 3000): Promise<void> {
+/**
+ * Waits until no process in `pids` is alive, polling /proc (a process that is not our child gives
+ * no event); rejects after `timeout` ms, a generous bound for a loaded machine.
+ */
+export async function allGone(pids: number[], timeout = 10_000): Promise<void> {
   const deadline = Date.now() + timeout;
   for (;;) {
     const alive = pids.filter(isAlive);

@@ -162,9 +162,16 @@ export function optionArbitraries(fixtureDir: string): Record<string, fc.Arbitra
     // At most 1024 workers (a huge size used to allocate until out of memory: bug 6).
     size: fc.oneof(intArb(1, 1024), bad(fc.constantFrom(1025, 2 ** 31 - 1, 2 ** 32, 1e9))),
     python: nonEmptyString(),
+    // A name is not empty and holds no '=' or NUL byte; a value holds no NUL byte.
     env: fc.oneof(
-      good(fc.dictionary(fc.string({ minLength: 1 }), fc.string(), { maxKeys: 3 })),
-      bad(fc.constantFrom(null, 'PATH=/bin', 42, [])),
+      good(
+        fc.dictionary(
+          fc.string({ minLength: 1 }).filter((k) => !k.includes('=') && !k.includes('\0')),
+          fc.string().filter((v) => !v.includes('\0')),
+          { maxKeys: 3 },
+        ),
+      ),
+      bad(fc.constantFrom(null, 'PATH=/bin', 42, [], { 'A=B': 'x' }, { '': 'x' }, { K: 'a\0b' })),
     ),
     // An existing directory (a missing one used to be blamed on the interpreter: bug 5).
     cwd: fc.oneof(
@@ -237,10 +244,14 @@ export function optionSets(fixtureDir: string) {
   return fc.oneof(allValid, oneBad, mixed);
 }
 
-/** Checks one generated option set; returns what went wrong, or null. */
+/**
+ * Checks one generated option set; returns what went wrong, or null. `scale` multiplies the time
+ * budgets (1 in the full run; more where the machine is loaded, as in the tests).
+ */
 export async function checkOptionSet(
   options: Record<string, unknown>,
   invalid: string[],
+  scale = 1,
 ): Promise<string | null> {
   let pool: Pool | null = null;
   let error: unknown = null;
@@ -251,7 +262,7 @@ export async function checkOptionSet(
     error = e;
   }
   const ms = performance.now() - t0;
-  if (ms > 500) return `createPool took ${round(ms)} ms`;
+  if (ms > 500 * scale) return `createPool took ${round(ms)} ms`;
   if (invalid.length > 0) {
     if (pool) {
       await pool.close();
@@ -273,10 +284,10 @@ export async function checkOptionSet(
   if (pool.stats().workers.some((w) => w.pid !== null)) return 'a lazy pool spawned at creation';
   const closed = await within(
     pool.close().then(() => true),
-    2000,
+    2000 * scale,
     () => false,
   );
-  return closed ? null : 'close() of an unstarted pool did not resolve within 2 s';
+  return closed ? null : `close() of an unstarted pool did not resolve within ${2000 * scale} ms`;
 }
 
 /** Call options, tagged like option values; `abort` asks for an already-aborted signal. */
@@ -351,9 +362,20 @@ export interface BadUserParams {
    * test/reliability/regressions.test.ts).
    */
   regressions: boolean;
+  /**
+   * Multiplies every time budget ("at once" is 250 ms, a hang 5 s...): 1 for the published
+   * figures; the tests, on a loaded machine, pass more. Whether a bad call reached a worker is
+   * checked regardless.
+   */
+  timeScale: number;
 }
 
-export const BAD_USER_DEFAULTS: BadUserParams = { runs: 300, seed: undefined, regressions: true };
+export const BAD_USER_DEFAULTS: BadUserParams = {
+  runs: 300,
+  seed: undefined,
+  regressions: true,
+  timeScale: 1,
+};
 
 type Property = { name: string; cases: number; failure: string | null; ms: number };
 
@@ -416,7 +438,7 @@ export async function runBadUser(overrides: Partial<BadUserParams> = {}): Promis
       optionSets(fixtureDir),
       ({ options, invalid }) => {
         if (invalid.length === 0) validSets++;
-        return checkOptionSet(options, invalid);
+        return checkOptionSet(options, invalid, p.timeScale);
       },
       p,
     ),
@@ -439,10 +461,10 @@ export async function runBadUser(overrides: Partial<BadUserParams> = {}): Promis
             (v) => ({ ok: true as const, v }),
             (e: unknown) => ({ ok: false as const, e }),
           ),
-          5000,
+          5000 * p.timeScale,
           () => null,
         );
-        if (r === null) return 'the call did not settle within 5 s';
+        if (r === null) return `the call did not settle within ${5000 * p.timeScale} ms`;
         if (invalid.length > 0) {
           if (r.ok) return `accepted invalid ${invalid.join(', ')}`;
           if (!(r.e instanceof InvalidOptionError))
@@ -451,7 +473,9 @@ export async function runBadUser(overrides: Partial<BadUserParams> = {}): Promis
             return `blamed '${r.e.option}', not ${invalid.join(', ')}`;
           if (!r.e.message.includes(r.e.option)) return `message does not name '${r.e.option}'`;
           if (calls() !== before) return 'an invalid call reached a worker';
-          if (performance.now() - t > 250) return 'an invalid call was not rejected at once';
+          if (performance.now() - t > 250 * p.timeScale) {
+            return 'an invalid call was not rejected at once';
+          }
           return null;
         }
         if (aborted) {
@@ -530,10 +554,10 @@ export async function runBadUser(overrides: Partial<BadUserParams> = {}): Promis
             (v) => ({ ok: true as const, v }),
             (e: unknown) => ({ ok: false as const, e }),
           ),
-          5000,
+          5000 * p.timeScale,
           () => null,
         );
-        if (r === null) return 'the call did not settle within 5 s';
+        if (r === null) return `the call did not settle within ${5000 * p.timeScale} ms`;
         if (expected === 'ERR_SERIALIZATION') {
           if (r.ok || errorCode(r.e) !== 'ERR_SERIALIZATION')
             return `gave ${r.ok ? 'a value' : errorCode(r.e)}, not ERR_SERIALIZATION`;
@@ -792,12 +816,13 @@ export async function runBadUser(overrides: Partial<BadUserParams> = {}): Promis
   }
   for (const s of scenarios) {
     const t = performance.now();
+    const budget = s.within * p.timeScale;
     const r = await within(
       s.run().then(
         () => ({ code: 'ok', message: '' }),
         (e: unknown) => ({ code: errorCode(e), message: String((e as Error)?.message ?? e) }),
       ),
-      s.within * 4 + 1000,
+      budget * 4 + 1000,
       () => ({ code: 'HANG', message: '' }),
     );
     const ms = performance.now() - t;
@@ -816,7 +841,7 @@ export async function runBadUser(overrides: Partial<BadUserParams> = {}): Promis
         `${s.name}: message ${JSON.stringify(r.message.slice(0, 300))} does not match ${s.message}`,
       );
     }
-    c.check(ms <= s.within, `${s.name}: took ${round(ms)} ms (budget ${s.within} ms)`);
+    c.check(ms <= budget, `${s.name}: took ${round(ms)} ms (budget ${budget} ms)`);
   }
 
   // 4. Life-cycle misuse: aborting twice, closing twice, calling after close.

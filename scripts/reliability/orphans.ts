@@ -39,8 +39,14 @@ function realPython(): string {
   return python;
 }
 
-/** Runs one parent in `mode`; returns the role → pid map and each worker's ms to death. */
-export async function orphanRound(mode: OrphanMode): Promise<{
+/**
+ * Runs one parent in `mode`; returns the role → pid map and each worker's ms to death (-1 for a
+ * worker still alive `budget` + 5 s after the parent died).
+ */
+export async function orphanRound(
+  mode: OrphanMode,
+  budget = ORPHAN_DEFAULTS.budget,
+): Promise<{
   roles: Roles;
   goneMs: Record<string, number>;
   parentExit: string;
@@ -91,7 +97,7 @@ export async function orphanRound(mode: OrphanMode): Promise<{
   // Worker deaths are measured from the moment this process saw the parent's exit.
   const offset = performance.now() - exitedAt;
   try {
-    const gone = await waitGone(pids, 5000, 2);
+    const gone = await waitGone(pids, budget + 5000, 2);
     Object.assign(byPid, gone.perPid);
   } catch {
     // Reported below as leftovers.
@@ -113,7 +119,7 @@ export async function runOrphans(overrides: Partial<OrphanParams> = {}): Promise
     const worstMs: Record<string, number> = {};
     const parentExit: string[] = [];
     for (let r = 0; r < p.rounds; r++) {
-      const round = await orphanRound(mode);
+      const round = await orphanRound(mode, p.budget);
       parentExit.push(round.parentExit);
       for (const [role, ms] of Object.entries(round.goneMs)) {
         c.check(

@@ -37,7 +37,7 @@ export interface CircuitOptions {
 export interface RecycleOptions {
   /** Replace a worker after it served this many calls. */
   maxCalls?: number;
-  /** Replace a worker once it is this old (ms), when idle. */
+  /** Replace a worker once it is this old (ms, counted from when it reported ready), between calls. */
   maxAge?: number;
 }
 

@@ -28,8 +28,11 @@ export interface RoutedWorker<C extends RoutedCall> {
   readonly slot: number;
   /** Which process of the slot this is. */
   readonly generation: number;
-  /** When the process was started (the router's clock), for `recycle.maxAge`. */
-  readonly startedAt: number;
+  /**
+   * When the process reported ready (the router's clock), for `recycle.maxAge`: a worker's age
+   * counts from then, so a start slower than `maxAge` still serves calls before it is retired.
+   */
+  readonly readyAt: number;
   /** Whether it can take a call at this moment (it may be ending without having said so). */
   isIdle(): boolean;
   /** Hands it a call (it must be idle). */
@@ -428,7 +431,7 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
 
   #retirementDue(worker: W): RetireWhy | null {
     if (this.#processCalls[worker.slot]! >= this.#recycle.maxCalls) return 'maxCalls';
-    if (this.#agesOut && this.#hooks.now() - worker.startedAt >= this.#recycle.maxAge) {
+    if (this.#agesOut && this.#hooks.now() - worker.readyAt >= this.#recycle.maxAge) {
       return 'maxAge';
     }
     return null;

@@ -44,6 +44,8 @@ const WORKER_DONE = 'xstate.done.actor.worker-';
 /** One worker process as the router sees it: its slot, its generation and its actor. */
 export class SlotWorker implements RoutedWorker<PendingCall> {
   ref!: WorkerActor;
+  /** Set when it reports ready. */
+  readyAt = 0;
 
   constructor(
     readonly slot: number,
@@ -498,6 +500,7 @@ export const supervisorMachine = setup({
         info: event.info,
       });
       // It joins the router now and may take waiting calls at once.
+      worker.readyAt = context.now();
       context.router.workerReady(worker);
       if (context.router.ready === context.options.size) enqueue.emit({ type: 'pool.ready' });
     }),

@@ -129,11 +129,12 @@ export interface Received {
 }
 
 /**
- * Connects to `ws://localhost:<port>` (retrying while nothing listens, up to `timeout` ms) and
- * collects the text frames the server sends. Enough of RFC 6455 for a server that sends
- * unfragmented, unmasked frames, as `ws` does.
+ * Connects to `ws://localhost:<port>` (retrying while nothing listens, up to `timeout` ms: a
+ * generous bound, as the CLI process may take long to start on a loaded machine) and collects
+ * the text frames the server sends. Enough of RFC 6455 for a server that sends unfragmented,
+ * unmasked frames, as `ws` does.
  */
-export async function receiveWebSocket(port: number, timeout = 10_000): Promise<Received> {
+export async function receiveWebSocket(port: number, timeout = 30_000): Promise<Received> {
   const deadline = performance.now() + timeout;
   for (;;) {
     try {

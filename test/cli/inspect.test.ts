@@ -18,17 +18,14 @@ describe('pyvisor inspect', () => {
       String(port),
     ]);
     await cli.waitForOutput('stopping:');
-    const stopping = performance.now();
     const r = await cli.done;
-    const afterStop = performance.now() - stopping;
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.signal).toBeNull();
     expect(r.stdout).toContain(`open http://localhost:${port} in a browser`);
     expect(r.stdout).toMatch(/✓ stopped\n$/);
-    // Closing the pool, the inspector's socket and the relay takes well under a second; the
-    // forced exit (for browser tabs still connected) would print to stderr, checked above.
-    expect(afterStop).toBeLessThan(5000);
+    // It ended by itself: a handle left open would have kept it alive until the forced exit,
+    // which says so on stderr (checked above), or until startCli's SIGKILL (signal, checked).
   });
 
   it('relays the supervisor, the workers and the breaker, with no payloads and no env', {

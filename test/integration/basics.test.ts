@@ -11,8 +11,16 @@ import { fixture, isAlive, nextEvent, pids, testPool } from '../helpers.js';
 describe('a pool of real Python workers', () => {
   it('starts every worker eagerly and in parallel, before the first call', async () => {
     const pool = testPool({ size: 3 });
+    // In parallel: when the first worker is ready, every slot has its process already.
+    let allSpawnedAtFirstReady: boolean | null = null;
+    pool.on('worker.state', (e) => {
+      if (e.to === 'ready') {
+        allSpawnedAtFirstReady ??= pool.stats().workers.every((w) => w.pid !== null);
+      }
+    });
     // Spawned at once: every slot gets a process without any call or ready().
     await nextEvent(pool, 'pool.ready');
+    expect(allSpawnedAtFirstReady).toBe(true);
     const stats = pool.stats();
     expect(stats.state).toBe('running');
     expect(stats.workers).toHaveLength(3);
@@ -97,8 +105,12 @@ describe('a pool of real Python workers', () => {
     expect(await pool.call('noisy', [50])).toBe('done');
     expect(await pool.call('add', [1, 2])).toBe(3);
     await pool.close();
-    expect(stdout.length).toBeGreaterThanOrEqual(50);
-    expect(stderr.length).toBeGreaterThanOrEqual(50);
+    // print() and os.write(1, ...) both reach worker.stdout, line by line, none lost.
+    for (let i = 0; i < 50; i++) {
+      expect(stdout).toContain(`noisy stdout line ${i}`);
+      expect(stdout).toContain(`noisy raw fd1 line ${i}`);
+      expect(stderr).toContain(`noisy stderr line ${i}`);
+    }
   });
 
   it('passes tens of megabytes both ways without deadlock', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ProtocolError, WorkerCrashedError } from '../../src/index.js';
-import { allGone, isAlive, nextEvent, pids, testPool, until } from '../helpers.js';
+import { allGone, isAlive, nextEvent, pids, started, testPool } from '../helpers.js';
 
 describe('crashes and frozen workers', () => {
   it('a worker that exits mid-call fails only that call and is restarted', async () => {
@@ -26,13 +26,17 @@ describe('crashes and frozen workers', () => {
       const pool = testPool({});
       await pool.ready();
       const pid = pids(pool)[0]!;
-      const call = pool.call('sleep', [30]);
-      await until(pool, () => pool.stats().workers[0]!.state === 'busy');
+      // The handler says on stderr that it runs: that line must be in the error's stderr tail.
+      const running = started(pool, signal);
+      const call = pool.call('sleep', [30, signal]);
+      expect(await running).toBe(pid);
       process.kill(pid, signal);
       const error = (await call.catch((e: unknown) => e)) as WorkerCrashedError;
       expect(error).toBeInstanceOf(WorkerCrashedError);
       expect(error.signal).toBe(signal);
       expect(error.pid).toBe(pid);
+      expect(error.stderr).toContain(`started ${signal}`);
+      expect(error.message).toContain(`started ${signal}`);
       await pool.ready();
       expect(pids(pool)[0]).not.toBe(pid);
       expect(isAlive(pid)).toBe(false);

@@ -29,16 +29,18 @@ describe('no orphans', () => {
     ['SIGKILL of the Node parent', 'wait'],
     ['process.exit() in the parent', 'exit'],
     ['an uncaught exception in the parent', 'throw'],
-  ])('workers exit within a second after %s, idle or busy', async (_, mode) => {
+  ])('workers exit after %s, idle or busy', async (_, mode) => {
     const { child, pidsLine } = startParent(mode);
+    const exited = new Promise((resolve) => child.once('exit', resolve));
     const workerPids = await pidsLine;
     expect(workerPids).toHaveLength(3);
     for (const pid of workerPids) expect(isAlive(pid)).toBe(true);
-    const t0 = performance.now();
     if (mode === 'wait') child.kill('SIGKILL');
-    await new Promise((resolve) => child.once('exit', resolve));
-    await allGone(workerPids, 2000);
-    expect(performance.now() - t0).toBeLessThan(1500);
+    await exited;
+    // Left alone, the busy workers would run for 10 minutes (spin) or for ever (hang_c). How fast
+    // they go (within a second) is measured by scripts/reliability/orphans.ts, not here: the
+    // bound below only has to be generous on a loaded machine.
+    await allGone(workerPids, 10_000);
   });
 
   it('workers keep the interpreter process name, so ps shows them as Python', async () => {

@@ -84,12 +84,19 @@ describe('queued calls on a busy worker', () => {
     const pool = testPool({ size: 2 });
     await pool.ready();
     const home = await pool.call<number>('pid', [], { session: 's' });
-    const busy = pool.call('sleep', [0.2], { session: 's' });
+    // Busy until aborted, however slow the machine.
+    const controller = new AbortController();
+    const busy = pool
+      .call('sleep', [60], { session: 's', signal: controller.signal })
+      .catch((e: unknown) => e);
     // The other worker is free; pinned calls still queue behind the home worker.
     const pinned = Array.from({ length: 3 }, () => pool.call<number>('pid', [], { session: 's' }));
+    expect(pool.stats().queued).toBe(3);
     const free = await pool.call<number>('pid');
     expect(free).not.toBe(home);
-    await busy;
+    expect(pool.stats().queued).toBe(3);
+    controller.abort();
+    expect(((await busy) as Error).name).toBe('AbortError');
     expect(await Promise.all(pinned)).toEqual([home, home, home]);
   });
 });

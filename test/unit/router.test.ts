@@ -34,7 +34,7 @@ class FakeWorker implements RoutedWorker<FakeCall> {
   constructor(
     readonly slot: number,
     readonly generation = 1,
-    readonly startedAt = 0,
+    readonly readyAt = 0,
   ) {}
   isIdle(): boolean {
     return this.idle && !this.stopped;

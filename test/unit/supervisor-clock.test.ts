@@ -162,4 +162,20 @@ describe('supervisor timing (simulated clock)', () => {
     expect(h.emitted.some((e) => e.type === 'session.expired')).toBe(true);
     h.actor.stop();
   });
+
+  it('counts maxAge from ready: a start slower than maxAge still serves the waiting calls', async () => {
+    const h = harness({ recycle: { maxAge: 300 } });
+    h.actor.start();
+    await h.settle();
+    const waiting = [call(1), call(2)];
+    for (const c of waiting) submitCall(h.actor, c);
+    h.clock.set(500); // the start took longer than maxAge
+    h.ready(h.procs[0]!);
+    expect(h.procs[0]!.sent).toBe(1);
+    h.procs[0]!.handlers.message({ t: 'ok', id: 1, v: 1 });
+    expect(h.procs[0]!.sent).toBe(2);
+    h.procs[0]!.handlers.message({ t: 'ok', id: 2, v: 2 });
+    expect(await Promise.all(waiting.map((c) => c.promise))).toEqual([1, 2]);
+    h.actor.stop();
+  });
 });
