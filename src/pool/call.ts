@@ -35,6 +35,11 @@ export const STREAM_WINDOW = 64;
 
 const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
 
+interface Waiter {
+  resolve: (r: IteratorResult<unknown>) => void;
+  reject: (e: unknown) => void;
+}
+
 /**
  * One call from the user's side: it owns the promise (or the stream buffer), the deadline timers
  * and the abort listener, and guarantees that the call settles exactly once whatever races
@@ -70,8 +75,11 @@ export class PendingCall {
   #head = 0;
   #ended = false;
   #error: unknown = null;
-  /** `next()` calls waiting for an item, oldest first (a consumer may call it without awaiting). */
-  #waiters: { resolve: (r: IteratorResult<unknown>) => void; reject: (e: unknown) => void }[] = [];
+  /**
+   * `next()` calls waiting for an item, oldest first (a consumer may call it without awaiting);
+   * created by the first one that waits, so a plain call allocates none.
+   */
+  #waiters: Waiter[] | null = null;
   #consumed = 0;
   #granted = STREAM_WINDOW;
 
@@ -144,7 +152,7 @@ export class PendingCall {
   /** A stream item arrived. */
   item(value: unknown): void {
     if (this.phase === 'done') return;
-    const waiter = this.#waiters.shift();
+    const waiter = this.#waiters?.shift();
     if (waiter) {
       this.#consumed++;
       this.#maybeGrant();
@@ -183,7 +191,7 @@ export class PendingCall {
     }
     if (this.#ended) return Promise.resolve(DONE);
     return new Promise((resolve, reject) => {
-      this.#waiters.push({ resolve, reject });
+      (this.#waiters ??= []).push({ resolve, reject });
     });
   }
 
@@ -215,8 +223,8 @@ export class PendingCall {
   /** The stream ended or failed: the oldest waiter gets the error, if any, the others the end. */
   #wake(): void {
     const waiters = this.#waiters;
-    if (waiters.length === 0) return;
-    this.#waiters = [];
+    if (!waiters || waiters.length === 0) return;
+    this.#waiters = null;
     for (const waiter of waiters) {
       if (this.#error !== null) {
         const error = this.#error;

@@ -16,6 +16,7 @@ import { encodeCall } from '../protocol/index.js';
 import {
   abandonCall,
   failEveryCall,
+  failureOf,
   type SlotView,
   type SupervisorEmitted,
   type SupervisorEvent,
@@ -348,8 +349,9 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       throw new InvalidOptionError('session', 'Expected `session` to be a non-empty string');
     }
     if (this.#closed) throw new PoolClosedError();
-    const view = viewOf(this.#actor.getSnapshot());
-    if (view.phase === 'failed') throw this.#failureOf(view.failure);
+    // Per call: the cheap check, not the whole view.
+    const failure = failureOf(this.#actor.getSnapshot());
+    if (failure !== undefined) throw this.#failureOf(failure);
     if (signal?.aborted) {
       throw signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
     }

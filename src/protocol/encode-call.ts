@@ -1,5 +1,5 @@
 import { SerializationError } from '../errors.js';
-import { extractBinary, mayHoldBinary, withAttachments } from './binary.js';
+import { type BinaryArgs, extractBinary, mayHoldBinary, withAttachments } from './binary.js';
 import { encodeFrame } from './frame.js';
 import type { CallRequest } from './messages.js';
 
@@ -21,21 +21,31 @@ export interface CallToEncode {
  */
 export function encodeCall(call: CallToEncode, maxMessageSize: number): Buffer | Buffer[] {
   const { id, fn, args } = call;
-  // Binary values travel as attachment frames; the scan allocates nothing when there is none.
-  const binary = mayHoldBinary(args) ? safely(fn, () => extractBinary(args)) : null;
-  const request: CallRequest = {
-    t: 'call',
-    id,
-    fn,
-    args: binary ? binary.args : (args as unknown[]),
-  };
-  if (call.streamCredit !== undefined) {
-    request.stream = true;
-    request.credit = call.streamCredit;
+  let binary: BinaryArgs | null = null;
+  let json: string;
+  // One try and no closure: this runs for every call.
+  try {
+    // Binary values travel as attachment frames; the scan allocates nothing when there is none.
+    if (mayHoldBinary(args)) binary = extractBinary(args);
+    const request: CallRequest = {
+      t: 'call',
+      id,
+      fn,
+      args: binary ? binary.args : (args as unknown[]),
+    };
+    if (call.streamCredit !== undefined) {
+      request.stream = true;
+      request.credit = call.streamCredit;
+    }
+    if (call.traceparent) request.tp = call.traceparent;
+    if (binary) request.b = binary.attachments.length;
+    json = JSON.stringify(request);
+  } catch (cause) {
+    throw new SerializationError(
+      `The arguments of '${fn}' cannot be encoded as JSON: ${(cause as Error).message}`,
+      { cause },
+    );
   }
-  if (call.traceparent) request.tp = call.traceparent;
-  if (binary) request.b = binary.attachments.length;
-  const json = safely(fn, () => JSON.stringify(request));
   // encodeFrame measures the UTF-8 length once; the header holds it.
   const frame = encodeFrame(json);
   if (frame.length - 4 > maxMessageSize) {
@@ -53,15 +63,4 @@ export function encodeCall(call: CallToEncode, maxMessageSize: number): Buffer |
     }
   }
   return withAttachments(frame, binary.attachments);
-}
-
-function safely<T>(fn: string, encode: () => T): T {
-  try {
-    return encode();
-  } catch (cause) {
-    throw new SerializationError(
-      `The arguments of '${fn}' cannot be encoded as JSON: ${(cause as Error).message}`,
-      { cause },
-    );
-  }
 }

@@ -198,10 +198,8 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
         return;
       }
     } else {
-      // The most recently used free worker first.
-      for (let i = this.#free.length - 1; i >= 0; i--) {
-        const worker = this.#free[i]!;
-        this.#free.splice(i, 1);
+      // The most recently used free worker first (the top of the stack).
+      for (let worker = this.#free.pop(); worker; worker = this.#free.pop()) {
         // Not idle after all (it is ending): its exit will be reported.
         if (worker.isIdle()) {
           this.#dispatch(worker, call);
@@ -449,15 +447,20 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     // Ordered by when each worker last took a call: one coming back from a health check keeps
     // its place at the bottom.
     const last = this.#lastUsed[slot]!;
-    let i = this.#free.length;
-    while (i > 0 && this.#lastUsed[this.#free[i - 1]!.slot]! > last) i--;
-    this.#free.splice(i, 0, worker);
+    const free = this.#free;
+    let i = free.length;
+    while (i > 0 && this.#lastUsed[free[i - 1]!.slot]! > last) i--;
+    // Usually the top: the worker that just finished is the most recently used.
+    if (i === free.length) free.push(worker);
+    else free.splice(i, 0, worker);
   }
 
   #removeFree(worker: W): boolean {
-    const i = this.#free.indexOf(worker);
+    const free = this.#free;
+    const i = free.indexOf(worker);
     if (i < 0) return false;
-    this.#free.splice(i, 1);
+    if (i === free.length - 1) free.pop();
+    else free.splice(i, 1);
     return true;
   }
 }

@@ -852,6 +852,14 @@ export function viewOf(snapshot: SnapshotFrom<typeof supervisorMachine>): Superv
   };
 }
 
+/** Whether the pool has failed: `undefined` if not, else its failure (null for an internal error). */
+export function failureOf(
+  snapshot: SnapshotFrom<typeof supervisorMachine>,
+): PyvisorError | null | undefined {
+  if (snapshot.status === 'error' || snapshot.matches('failed')) return snapshot.context.failure;
+  return undefined;
+}
+
 /** The public state of a slot. */
 export function slotState(slot: Slot): WorkerState {
   if (!slot.worker) return slot.restartPending || slot.blocked ? 'restarting' : 'stopped';
