@@ -190,8 +190,10 @@ export class PendingCall {
       return Promise.reject(error);
     }
     if (this.#ended) return Promise.resolve(DONE);
+    this.#waiters ??= [];
+    const waiters = this.#waiters;
     return new Promise((resolve, reject) => {
-      (this.#waiters ??= []).push({ resolve, reject });
+      waiters.push({ resolve, reject });
     });
   }
 
