@@ -7,15 +7,11 @@ import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { createActor, SimulatedClock, waitFor } from 'xstate';
 import { PyvisorError, WorkerCrashedError, WorkerInitError } from '../../src/errors.js';
-import {
-  type WorkerCall,
-  type WorkerEvent,
-  workerMachine,
-} from '../../src/machines/worker.machine.js';
-import { encodeFrame } from '../../src/protocol/index.js';
+import { type WorkerEvent, workerMachine } from '../../src/machines/worker.machine.js';
 import { spawnChildProcess } from '../../src/transport/child-process.js';
 import { resolveInterpreter } from '../../src/transport/interpreter.js';
 import type { SpawnTransport } from '../../src/transport/transport.js';
+import { recordingCall } from '../unit/recording-call.js';
 import { isAlive, STEP_TIMEOUT, until } from './real-worker.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -107,21 +103,7 @@ function realWorker(options: {
 function call(id: number, fn: 'echo' | 'sleep' = 'echo') {
   const settled: unknown[] = [];
   const args = fn === 'echo' ? [1] : [60];
-  const c: WorkerCall = {
-    id,
-    fn,
-    frame: encodeFrame(JSON.stringify({ t: 'call', id, fn, args })),
-    stream: false,
-    get settled() {
-      return settled.length > 0;
-    },
-    dispatched() {},
-    resolve: (v) => settled.push(v),
-    reject: (e) => settled.push(e),
-    item() {},
-    end() {},
-  };
-  return { call: c, settled };
+  return { call: recordingCall(id, settled, { fn, args }), settled };
 }
 
 describe('a transport that throws, with a real python3', () => {

@@ -17,6 +17,7 @@ import type {
 import { encodeFrame, type PythonMessage, type ReadyMessage } from '../../src/protocol/index.js';
 import type { SpawnTransport, WorkerTransport } from '../../src/transport/transport.js';
 import { atomicStates, handles, missingTransitions } from './completeness.js';
+import { recordingCall } from './recording-call.js';
 
 // The invoked process actor's failures arrive as `xstate.error.actor.<id>` (its `onError`).
 const PROCESS_ACTOR_ID = workerMachine.getStateNodeById('worker.alive').invoke[0]!.id;
@@ -153,22 +154,7 @@ describe('worker machine: the next call comes with the reply', () => {
     handlers!.message(READY);
     return { actor, sent, idle, reply: (m: PythonMessage) => handlers!.message(m) };
   }
-  function call(id: number, settled: unknown[]): WorkerCall {
-    return {
-      id,
-      fn: 'f',
-      frame: encodeFrame(JSON.stringify({ t: 'call', id })),
-      stream: false,
-      get settled() {
-        return settled.length > 0;
-      },
-      dispatched() {},
-      resolve: (v) => settled.push(v),
-      reject: (e) => settled.push(e),
-      item() {},
-      end() {},
-    };
-  }
+  const call = recordingCall;
 
   it('stays busy and starts the waiting call in the reply event; goes idle when none waits', () => {
     const results: unknown[][] = [[], [], []];
