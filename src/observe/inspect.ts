@@ -71,7 +71,7 @@ function sanitizeRaw(c: Rec): unknown {
       slots: (c.slots as Rec[]).map((s) => ({
         id: s.index,
         generation: s.generation,
-        pid: s.pid,
+        pid: (s.worker as { pid?: number | null } | null)?.pid ?? null,
         live: s.worker !== null,
         restarts: s.restarts,
         restartPending: s.restartPending,

@@ -88,8 +88,6 @@ export interface RouterView {
   readonly free: number;
   /** Calls dispatched to `slot`, all its processes together. */
   callsOf(slot: number): number;
-  /** Calls dispatched to the slot's current process. */
-  processCallsOf(slot: number): number;
 }
 
 /** What the maintenance tick found. */
@@ -167,18 +165,9 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     return this.#calls[slot] ?? 0;
   }
 
-  processCallsOf(slot: number): number {
-    return this.#processCalls[slot] ?? 0;
-  }
-
   /** Whether `worker` is the slot's current ready worker. */
   isCurrent(worker: W): boolean {
     return this.#workers[worker.slot] === worker;
-  }
-
-  /** The ready worker of `slot`, if any. */
-  workerOf(slot: number): W | null {
-    return this.#workers[slot] ?? null;
   }
 
   // --- calls -------------------------------------------------------------------------------
@@ -319,11 +308,6 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     // Calls pinned to a retired worker may go to another one now.
     if (retired && !this.#stopped) this.#serveFree();
     return { expired, toCheck };
-  }
-
-  /** Free workers, least recently used first (for closing them). */
-  freeWorkers(): readonly W[] {
-    return this.#free;
   }
 
   /** Fails every waiting call with `error()` (the breaker opened and no worker is ready). */

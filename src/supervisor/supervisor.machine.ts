@@ -22,6 +22,7 @@ import {
   circuitMachine,
 } from '../machines/circuit.machine.js';
 import {
+  type StopReason,
   type WorkerActor,
   type WorkerEmitted,
   type WorkerEvent,
@@ -44,6 +45,8 @@ const WORKER_DONE = 'xstate.done.actor.worker-';
 /** One worker process as the router sees it: its slot, its generation and its actor. */
 export class SlotWorker implements RoutedWorker<PendingCall> {
   ref!: WorkerActor;
+  /** Set as soon as the process is spawned. */
+  pid: number | null = null;
   /** Set when it reports ready. */
   readyAt = 0;
 
@@ -65,8 +68,13 @@ export class SlotWorker implements RoutedWorker<PendingCall> {
     this.ref.send({ type: 'call.cancel', callId });
   }
 
-  stop(reason: 'close' | 'recycle' | 'failed'): void {
+  stop(reason: StopReason): void {
     this.ref.send({ type: 'worker.stop', reason });
+  }
+
+  /** The call its machine holds; read only when the machine can no longer settle it itself. */
+  runningCall(): PendingCall | null {
+    return this.ref.getSnapshot().context.call as PendingCall | null;
   }
 }
 
@@ -77,7 +85,6 @@ export interface Slot {
   generation: number;
   /** The slot's current process, from spawn to exit. */
   worker: SlotWorker | null;
-  pid: number | null;
   /** Processes started after the first. */
   restarts: number;
   /** Consecutive start failures, for the backoff exponent. */
@@ -86,7 +93,6 @@ export interface Slot {
   restartPending: boolean;
   /** Waiting for the circuit breaker to allow a start. */
   blocked: boolean;
-  lastExit: WorkerExit | null;
 }
 
 /** Input of {@link supervisorMachine}. */
@@ -280,16 +286,15 @@ function startWorker(context: SupervisorContext, enqueue: Enqueue, slot: Slot): 
   slot.restartPending = false;
   if (slot.generation > 0) slot.restarts++;
   slot.generation++;
-  slot.pid = null;
   const worker = new SlotWorker(slot.index, slot.generation, context.now());
   slot.worker = worker;
   enqueue.spawn((spawn, self) => {
     const spawnTransport: SpawnTransport = (spec, handlers) => {
       const transport = input.spawn(spec, {
         ...handlers,
-        output: (stream, line) => input.onOutput(slot.index, slot.pid, stream, line),
+        output: (stream, line) => input.onOutput(slot.index, worker.pid, stream, line),
       });
-      slot.pid = transport.pid ?? null;
+      worker.pid = transport.pid ?? null;
       return transport;
     };
     const ref = spawn(workerMachine, {
@@ -352,8 +357,6 @@ function releaseSlot(context: SupervisorContext, enqueue: Enqueue, exit: WorkerE
   // Calls waiting for this worker (sessions) go back to the shared queue.
   context.router.workerGone(worker);
   slot.worker = null;
-  slot.pid = null;
-  slot.lastExit = exit;
   return slot;
 }
 
@@ -375,17 +378,15 @@ function isCrash(exit: WorkerExit): boolean {
 function releaseFailedWorkers(context: SupervisorContext, enqueue: Enqueue, error: PyvisorError) {
   for (const slot of context.slots) {
     const worker = slot.worker;
-    const snapshot = worker?.ref.getSnapshot();
-    if (!worker || snapshot?.status !== 'error') continue;
-    (snapshot.context.call as PendingCall | null)?.reject(error);
+    if (worker?.ref.getSnapshot().status !== 'error') continue;
+    worker.runningCall()?.reject(error);
     enqueue.stopChild(worker.ref);
     context.router.workerGone(worker);
     slot.worker = null;
-    slot.pid = null;
   }
 }
 
-function stopAll(context: SupervisorContext, reason: 'close' | 'failed'): void {
+function stopAll(context: SupervisorContext, reason: StopReason): void {
   // Starting workers end at once; busy ones finish their call first.
   for (const slot of context.slots) slot.worker?.stop(reason);
 }
@@ -495,7 +496,7 @@ export const supervisorMachine = setup({
       enqueue.emit({
         type: 'worker.started',
         workerId: slot.index,
-        pid: slot.pid,
+        pid: worker.pid,
         initMs: context.now() - worker.startedAt,
         info: event.info,
       });
@@ -666,12 +667,10 @@ export const supervisorMachine = setup({
       index,
       generation: 0,
       worker: null,
-      pid: null,
       restarts: 0,
       failures: 0,
       restartPending: false,
       blocked: false,
-      lastExit: null,
     }));
     const live = (): SupervisorContext => (self as AnyActorRef).getSnapshot().context;
     return {
@@ -696,11 +695,15 @@ export const supervisorMachine = setup({
             // Keep the last ready worker while the breaker is not closed: its replacement
             // could not start.
             if (circuitStateOf(current) !== 'closed' && current.router.ready <= 1) return false;
-            const pid = current.slots[worker.slot]?.pid ?? null;
             // Deferred: this runs inside call() and inside a worker's transition, where a user's
             // listener must neither run nor throw (XState's own emits are deferred the same way).
             queueMicrotask(() =>
-              input.onRoutingEvent({ type: 'worker.recycling', workerId: worker.slot, pid, why }),
+              input.onRoutingEvent({
+                type: 'worker.recycling',
+                workerId: worker.slot,
+                pid: worker.pid,
+                why,
+              }),
             );
             worker.stop('recycle');
             return true;
@@ -833,7 +836,7 @@ export function viewOf(snapshot: SnapshotFrom<typeof supervisorMachine>): Superv
   else phase = 'starting';
   const slots = context.slots.map((slot) => ({
     id: slot.index,
-    pid: slot.worker ? slot.pid : null,
+    pid: slot.worker?.pid ?? null,
     state: slotState(slot),
     calls: router.callsOf(slot.index),
     restarts: slot.restarts,
@@ -884,8 +887,5 @@ export function abandonCall(supervisor: SupervisorActor, call: PendingCall): voi
 export function failEveryCall(supervisor: SupervisorActor, error: PyvisorError): void {
   const { context } = supervisor.getSnapshot();
   context.router.stop(() => error);
-  for (const slot of context.slots) {
-    const ref = slot.worker?.ref;
-    (ref?.getSnapshot().context.call as PendingCall | null | undefined)?.reject(error);
-  }
+  for (const slot of context.slots) slot.worker?.runningCall()?.reject(error);
 }

@@ -206,10 +206,10 @@ describe('Router', () => {
   it('retires a worker at maxCalls between queued calls, and unpins its waiting calls', () => {
     const { router, join, finish, retired } = setup({ slots: 2, maxCalls: 2 });
     const w0 = join(0);
-    join(1);
+    const w1 = join(1);
     const calls = [1, 2, 3].map((i) => new FakeCall(i, 's'));
     for (const c of calls) router.route(c);
-    const home = calls[0]!.workerId === 0 ? w0 : router.workerOf(1)!;
+    const home = calls[0]!.workerId === 0 ? w0 : w1;
     expect(finish(home)).toBe(calls[1]);
     // Two calls served: it is due, takes no third, and the pinned call goes to the other worker.
     expect(finish(home)).toBeUndefined();
