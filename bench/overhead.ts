@@ -109,6 +109,7 @@ const pools = loaded.map(({ createPool }) =>
     size,
     spawn: fakeSpawn,
     healthCheck: false,
+    ...(process.env.PYVISOR_BENCH_OPTIONS ? JSON.parse(process.env.PYVISOR_BENCH_OPTIONS) : {}),
   }),
 );
 await Promise.all(pools.map((p) => p.ready()));

@@ -13,6 +13,10 @@ A handler file is an ordinary Python module::
         for i in range(n):
             yield i
 
+    @handler
+    async def fetch(url):    # runs on the worker's one event loop
+        ...
+
     @on_init
     def load():              # runs once per worker, before it reports ready
         ...
@@ -66,16 +70,22 @@ class CallInfo(object):
 def current_call():
     """Return a :class:`CallInfo` for the call running now, or None outside a call.
 
-    "Now" means the call being run by the worker's main thread; a thread started by a handler
-    sees the same call while it runs. Outside a pyvisor worker this always returns None.
+    In an async handler (and in tasks it creates, and in ``asyncio.to_thread`` threads it
+    starts) this is that handler's own call, even when many calls run at once on the worker's
+    event loop. In a synchronous handler it is the call being run by the worker's main thread;
+    a thread started by a handler sees the call that runs on the main thread at that moment.
+    Outside a pyvisor worker this always returns None.
     """
     # Looked up, not imported: outside a worker the runtime's modules are never loaded.
     st = _sys.modules.get("pyvisor._state")
     if st is None:
         return None
-    msg = st.state.current_msg
+    var = st.call_var  # a ContextVar once the worker's event loop exists
+    msg = var.get(None) if var is not None else None
     if msg is None:
-        return None
+        msg = st.state.current_msg
+        if msg is None:
+            return None
     tp = msg.get("tp")
     if not isinstance(tp, str):
         tp = None
@@ -118,9 +128,16 @@ def handler(fn=None, *, name=None):
     """Register a function as a handler Node can call by name.
 
     Usable as ``@handler``, ``@handler()``, ``@handler(name="other")`` or ``@handler("other")``.
-    Generator functions (and async generator functions) are streaming handlers; coroutine
-    functions are run with ``asyncio.run`` (one fresh event loop per call). The function is
-    returned unchanged. Registering a name twice raises ValueError at import time.
+    Generator functions (and async generator functions) are streaming handlers. Coroutine
+    functions and async generator functions run on the worker's one event loop, created on first
+    use and kept for the worker's life (never ``asyncio.run``), so clients made by an async
+    ``@on_init`` can be used by every call. With concurrency 1 calls run one at a time; with
+    more (``PYVISOR_CONCURRENCY``, set by Node) async handlers overlap on that loop, and a
+    synchronous handler blocks the loop while it runs (use ``asyncio.to_thread`` for blocking
+    work in async code). When Node cancels a call, an async handler sees
+    ``asyncio.CancelledError`` where it awaits; a synchronous one gets :class:`Cancelled`.
+    The function is returned unchanged. Registering a name twice raises ValueError at import
+    time.
     """
     if isinstance(fn, str) and name is None:
         fn, name = None, fn
@@ -132,7 +149,9 @@ def handler(fn=None, *, name=None):
 def on_init(fn=None):
     """Register a function to run once per worker, after the handler file is imported and
     before the worker reports ready. If it raises, the worker reports an init error and exits.
-    Usable as ``@on_init`` or ``@on_init()``; coroutine functions are run with asyncio.run."""
+    Usable as ``@on_init`` or ``@on_init()``. Coroutine functions run on the worker's one event
+    loop (the loop async handlers run on, kept for the worker's life), so what they create
+    (clients, sessions, queues, background tasks) is usable by every later async call."""
     if fn is None:
         return on_init
     if not callable(fn):

@@ -7,23 +7,35 @@ This module is the entry point (main(), called by __main__.py): start-up, the ha
   _fatal.py       fatal exits and their exit codes
   _codec.py       JSON, binary values and the bodies of ok/item/err frames
   _connection.py  the protocol pipes: set-up, reading and writing frames, attachments
-  _watch.py       the helper thread (cancel, credit, ping while a handler runs), SIGUSR1,
+  _watch.py       the helper thread (cancel, credit, ping while handlers run), SIGUSR1,
                   the parent watchdog
-  _serve.py       the serve loop: running handlers, streams, async handlers
+  _serve.py       serial mode: the serve loop, running handlers, streams
+  _aio.py         the worker's one asyncio event loop (created on first need, kept for the
+                  worker's life); running coroutines on it in serial mode
+  _loop.py        loop mode: many calls at once as tasks on the event loop
+
+Concurrency (env PYVISOR_CONCURRENCY, 1..10000, default 1) is how many calls Node may have in
+flight on this worker at once. At 1 (serial mode) calls run one after another in arrival order
+on the main thread, pipelined calls waiting in a queue, and async handlers run on the persistent
+event loop with run_until_complete(). Above 1 (loop mode) the main thread runs the event loop
+forever and every call is a task on it: async handlers overlap, synchronous ones block the loop
+while they run.
 
 Message types (one JSON object per frame; the field "t" names the type). See docs/protocol.md.
 
   Node -> Python, read from the request pipe (fd 3 at exec, moved at start-up)
   ------------------------------------------------------------------------------------------
   call        id:int fn:str args:list [stream:bool credit:int tp:str]   run fn(*args)
-  cancel      id:int                     interrupt call id if running (or still queued)
+  cancel      id:int                     interrupt call id if running; if not started yet,
+                                         drop it and answer it at once
   credit      id:int n:int               streaming call id may send n more items
   ping        id:int                     reply pong, even while a handler runs
   exit                                   finish the calls received so far, exit with code 0
 
   Python -> Node, written to the reply pipe (fd 4 at exec, moved at start-up)
   ------------------------------------------------------------------------------------------
-  ready       pid version executable handlers:[{name,stream}] initMs     once, after init
+  ready       pid version executable concurrency handlers:[{name,stream,async}] initMs
+                                         once, after init
   init_error  type message traceback     import or @on_init raised; exit code 1 follows
   ok          id v                       terminal: the handler returned v
   item        id v                       one item of a streaming call (only while credit > 0)
@@ -36,15 +48,17 @@ Framing and binary values: see _connection.py and _codec.py.
 
 Exit codes: 0 after ``exit``, on EOF of the request pipe, or when the reply pipe is closed by
 Node (EPIPE); 1 init error, or the parent is already gone at start-up; 2 bad usage (no script
-argument, fds 3/4 not open); 3 protocol error (malformed frame from Node) or an unusable reply
-pipe; 4 internal error in this runtime (a bug: traceback on stderr).
+argument, fds 3/4 not open, bad PYVISOR_MAX_MESSAGE or PYVISOR_CONCURRENCY); 3 protocol error
+(malformed frame from Node) or an unusable reply pipe; 4 internal error in this runtime (a bug:
+traceback on stderr).
 
-Threads: see _watch.py.
+Threads and cancellation: see _watch.py (and _loop.py for loop mode).
 
 Start-up cost matters (a worker is measured against a bare `python3 -c`): imports are kept
 to builtin or tiny modules (os, sys, _signal, _thread, time, _json, _collections, select,
-and _ctypes on Linux for prctl); json, asyncio and traceback are imported only when needed,
-and threading, json, signal, fcntl and ctypes not at all on the normal path (they pull in re,
+and _ctypes on Linux for prctl); json, asyncio and traceback are imported only when needed
+(asyncio: on the first async handler or async @on_init, or at start-up in loop mode), and
+threading, json, signal, fcntl and ctypes not at all on the normal path (they pull in re,
 enum, functools, struct or another shared library: 0.3-15 ms depending on the version).
 
 Names used by test fixtures outside this package (test/fixtures/*.py) are kept here:
@@ -66,7 +80,7 @@ from ._serve import _CoroutineType, _run_coroutine, _serve
 from ._state import state as _st
 from ._watch import _guard_parent, _install_signal_handlers, _start_helper
 
-_GEN, _AGEN = _api._GEN, _api._AGEN
+_GEN, _ASYNC, _AGEN = _api._GEN, _api._ASYNC, _api._AGEN
 
 _wlock = _st.wlock  # testing hook: a fixture holds it to stop the runtime from writing
 
@@ -91,6 +105,16 @@ def _read_max_message():
         if not 16 <= value <= 0xFFFFFFFF:
             _die(2, "PYVISOR_MAX_MESSAGE=%r is not an integer between 16 and 4294967295" % raw)
         _st.max_message = value
+
+
+def _read_concurrency():
+    raw = os.environ.get("PYVISOR_CONCURRENCY")
+    if raw is None:
+        return
+    value = int(raw) if raw.isdigit() and raw.isascii() else 0
+    if not 1 <= value <= 10000:
+        _die(2, "PYVISOR_CONCURRENCY=%r is not an integer between 1 and 10000" % raw)
+    _st.concurrency = value
 
 
 def _import_script(path):
@@ -169,9 +193,10 @@ def _main(argv, drop_path0):
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
     _read_max_message()
+    _read_concurrency()
     _guard_parent()
     _install_signal_handlers()
-    _start_helper()  # returns holding rlock
+    _start_helper()  # returns holding rlock (thread-mode reading in loop mode)
 
     script = os.path.abspath(argv[0])
     sys.argv = [script] + list(argv[1:])
@@ -190,6 +215,12 @@ def _main(argv, drop_path0):
         st.armed = False
         st.ep_modify(st.in_fd, 0)
 
+    loop_mode = st.concurrency > 1
+    if loop_mode:
+        from ._aio import get_loop
+        from ._loop import serve as serve_loop
+
+        get_loop()  # ready means ready: the loop exists before `ready` is sent
     v = sys.version_info
     _send(
         _dict_body(
@@ -198,12 +229,24 @@ def _main(argv, drop_path0):
                 "pid": os.getpid(),
                 "version": "%d.%d.%d" % (v[0], v[1], v[2]),
                 "executable": sys.executable,
+                "concurrency": st.concurrency,
                 "handlers": [
-                    {"name": name, "stream": kind == _GEN or kind == _AGEN}
+                    {
+                        "name": name,
+                        "stream": kind == _GEN or kind == _AGEN,
+                        "async": kind == _ASYNC or kind == _AGEN,
+                    }
                     for name, (fn, kind) in _api._handlers.items()
                 ],
                 "initMs": round(init_ms, 3),
             }
         )
     )
-    _serve()
+    if loop_mode:
+        serve_loop()
+    else:
+        _serve()
+    if st.loop is not None:
+        from ._aio import close_loop
+
+        close_loop()

@@ -1,10 +1,15 @@
-"""The serve loop: take the next call, run its handler on the main thread, send the reply;
-streams (items under Node's credit) and async handlers.
+"""Serial mode (PYVISOR_CONCURRENCY=1, the default): the serve loop takes the next call, runs
+its handler on the main thread and sends the reply; streams (items under Node's credit) and
+async handlers (run on the worker's one event loop, see _aio.py).
+
+Calls that arrive while a call runs (Node may pipeline them) wait in pending and run strictly in
+arrival order, each one only after the previous call's terminal reply has been written. Loop
+mode (concurrency > 1) is _loop.py.
 
 This is the per-call hot path (a benchmark measures it against a bare pipe echo, see
 python/tests/bench_inproc.py): the loop keeps what it touches in locals, and state that is
 shared with the helper thread is read and written through one local reference to the state
-object.
+object. asyncio is imported only when an async handler (or async @on_init) first runs.
 """
 
 import os
@@ -15,7 +20,7 @@ from ._codec import _err_body, _exception_body, _unknown_handler_body, _value_bo
 from ._connection import _fill, _send, _take_frame
 from ._state import EXIT as _EXIT
 from ._state import state as _st
-from ._watch import _dispatch, _drain
+from ._watch import _dispatch, _drain, _not_started_body
 
 _Cancelled = _api.Cancelled
 _PLAIN, _GEN, _ASYNC, _AGEN = _api._PLAIN, _api._GEN, _api._ASYNC, _api._AGEN
@@ -84,7 +89,7 @@ def _send_item(body):
 def _stream_items(cid, name, fn, kind, args):
     it = fn(*args)
     if kind == _AGEN:
-        it = _iter_async_gen(it)
+        it = _load_aio().iter_async_gen(it, cid)
     try:
         next_ = it.__next__
         while True:
@@ -111,63 +116,47 @@ def _stream_items(cid, name, fn, kind, args):
 
 
 # --------------------------------------------------------------------------------------------
-# Async handlers. asyncio is imported on first use only (~10 ms).
+# Async handlers: run on the worker's one event loop (_aio.py, which imports asyncio: ~10 ms,
+# paid on first use only).
+
+
+def _load_aio():
+    """The _aio module. The first time, importing it imports asyncio (~10 ms) during a call: a
+    Cancelled raised in the middle of that would leave asyncio half-initialised, so a cancel is
+    deferred until the import is done (the signal is sent again, see _watch._signal_cancel)."""
+    st = _st
+    st.defer = True
+    try:
+        from . import _aio
+    finally:
+        st.defer = False
+    return _aio
 
 
 def _run_coroutine(coro):
-    import asyncio
-
-    return asyncio.run(coro)
+    return _load_aio().run_task(coro)
 
 
-def _iter_async_gen(agen):
-    """Drive an async generator from synchronous code, on one event loop for the whole call.
-    An exception thrown in at our yield (Cancelled) is passed on to the async generator's."""
-    import asyncio
-
-    loop = asyncio.new_event_loop()
-    try:
-        anext_ = agen.__anext__
-        thrown = None
-        while True:
-            try:
-                if thrown is None:
-                    item = loop.run_until_complete(anext_())
-                else:
-                    exc, thrown = thrown, None
-                    item = loop.run_until_complete(agen.athrow(exc))
-            except StopAsyncIteration:
-                return
-            try:
-                yield item
-            except GeneratorExit:
-                raise
-            except BaseException as exc:
-                thrown = exc
-    finally:
-        try:
-            tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.run_until_complete(agen.aclose())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        except Exception:
-            pass
-        finally:
-            loop.close()
+def _collect_async_gen(agen):
+    aio = _load_aio()
+    return aio.run_task(aio.collect(agen))
 
 
 # --------------------------------------------------------------------------------------------
 # Running one call.
 
 
-def _invoke(cid, name, fn, kind, args, stream):
-    """Run one call on the main thread; return its terminal reply body. Never raises."""
+def _invoke(cid, name, fn, kind, args, stream, _release=_rlock.release):
+    """Run one call on the main thread; return its terminal reply body. Never raises.
+
+    Entered holding rlock (the call is fully started); releases it inside the try: from then on
+    the helper may read a cancel for this call and the signal may raise Cancelled anywhere, even
+    before the handler is entered, so no bytecode may run between the two outside the try.
+    (_release is a default argument: a local, as cheap as the _serve loop's own locals.)"""
     st = _st
     try:
         try:
+            _release()
             if stream:
                 _stream_items(cid, name, fn, kind, args)
                 result = _END
@@ -179,13 +168,13 @@ def _invoke(cid, name, fn, kind, args, stream):
                 elif rt is _CoroutineType:
                     result = _run_coroutine(result)
                 elif rt is _AsyncGenType:
-                    result = list(_iter_async_gen(result))
+                    result = _collect_async_gen(result)
             elif kind == _GEN:
                 result = list(fn(*args))
             elif kind == _ASYNC:
                 result = _run_coroutine(fn(*args))
             else:
-                result = list(_iter_async_gen(fn(*args)))
+                result = _collect_async_gen(fn(*args))
         finally:
             st.current_id = None  # from here on no Cancelled can be raised for this call
     except BaseException as exc:
@@ -198,6 +187,17 @@ def _invoke(cid, name, fn, kind, args, stream):
         return _value_body("ok", cid, result, name)
     except BaseException as exc:
         return _exception_body(cid, exc)
+
+
+def _not_a_generator_body(cid, name):
+    return _err_body(
+        cid,
+        "python",
+        "TypeError",
+        "handler %r is not a generator function, so it cannot be streamed; "
+        "use call() instead of stream()" % name,
+        "",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,7 +230,8 @@ def _wait_call():
 
 
 def _serve():
-    """The main loop. Entered and left holding rlock. Returns when `exit` is received."""
+    """The serial serve loop. Entered and left holding rlock. Returns when `exit` is taken
+    from the queue (after every call received before it)."""
     st = _st
     handlers = _api._handlers
     epoll = st.ep is not None
@@ -258,11 +259,7 @@ def _serve():
             _drain(cid)
         if precancelled and cid in precancelled:
             precancelled.discard(cid)
-            send(
-                _err_body(
-                    cid, "cancelled", "Cancelled", "call %d was cancelled before it started" % cid, ""
-                )
-            )
+            send(_not_started_body(cid))
             continue
         name = msg["fn"]
         entry = handlers.get(name)
@@ -272,16 +269,7 @@ def _serve():
         fn, kind = entry
         stream = msg.get("stream") is True
         if stream and kind != _GEN and kind != _AGEN:
-            send(
-                _err_body(
-                    cid,
-                    "python",
-                    "TypeError",
-                    "handler %r is not a generator function, so it cannot be streamed; "
-                    "use call() instead of stream()" % name,
-                    "",
-                )
-            )
+            send(_not_a_generator_body(cid, name))
             continue
         # Start the call. The helper only looks at this state under rlock, which we hold.
         st.cancel_id = None
@@ -294,8 +282,7 @@ def _serve():
         if epoll:
             st.armed = True
             ep_modify(in_fd, epollin)
-        rlock.release()
-        reply = _invoke(cid, name, fn, kind, msg["args"], stream)
+        reply = _invoke(cid, name, fn, kind, msg["args"], stream)  # releases rlock
         if st.forked:  # a child forked by the handler returned here: it is not the worker
             os._exit(0)
         rlock.acquire()

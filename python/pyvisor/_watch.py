@@ -1,24 +1,41 @@
-"""Watching the request pipe and the parent while a handler runs: the helper thread, what it
+"""Watching the request pipe and the parent while handlers run: the helper thread, what it
 does with each request frame (_dispatch: cancel, credit, ping, queueing calls), the SIGUSR1
 handler that turns a cancel into Cancelled, and the parent watchdog.
 
-Threads. Handlers always run on the main thread, so that SIGUSR1 can interrupt them (signal
-handlers run there and blocking calls there get EINTR). Someone must keep reading the request
-pipe while a handler runs (cancel, credit, ping, EOF); handing every call from a reader thread
-to the main thread costs a thread wake-up per call (~20 us), so on Linux the work is split:
+Threads. Handlers always run on the main thread, so that SIGUSR1 can interrupt synchronous
+handler code (signal handlers run there and blocking calls there get EINTR); in loop mode
+(PYVISOR_CONCURRENCY > 1) the main thread runs the event loop, which runs the handlers. Someone
+must keep reading the request pipe while a handler runs (cancel, credit, ping, EOF, and the
+next calls when Node pipelines them); handing every call from a reader thread to the main thread
+costs a thread wake-up per call (~20 us), so in serial mode on Linux the work is split:
 
   * between calls the main thread itself blocks in read() on the request pipe;
   * when a call starts, the main thread arms an epoll registration of the pipe and releases
     rlock; a helper thread sleeping in epoll_wait() wakes only if a frame arrives during the
-    call, takes rlock, reads and dispatches it (cancel -> SIGUSR1 to the main thread, credit,
-    ping -> pong, call/exit -> queued in pending, EOF -> os._exit(0));
+    call, takes rlock, reads and dispatches it (cancel -> SIGUSR1 to the main thread, or
+    task.cancel() on the loop for an async call; credit; ping -> pong; call/exit -> queued in
+    pending; EOF -> os._exit(0));
   * when the call ends the main thread takes rlock back and disarms.
 
 A call shorter than the time between frames thus costs two epoll_ctl() calls and no thread
 wake-up. Elsewhere (or with PYVISOR_READER=thread) the helper thread reads the pipe all the
-time and hands calls to the main thread through pending. Either way everything touching the
-read buffer, pending and the cancel state happens under rlock, and every write to the reply
-pipe happens under wlock, one writev() per frame.
+time and hands calls to the main thread through pending. In loop mode the helper always reads
+(arming is pointless when calls overlap) and, after start-up, hands each read()'s calls to the
+event loop in one batch (reader_hook, see _loop.py). Either way everything touching the read
+buffer, pending and the cancel state happens under rlock, every write to the reply pipe happens
+under wlock, one writev() per frame, and ping is answered by the helper thread (only the GIL is
+needed, not the main thread or the event loop).
+
+Cancel (serial mode; loop mode is in _loop.py). A call that was received but has not started
+is dropped and answered (err kind cancelled, "... before it started") at once by whichever
+thread reads the cancel. For the call whose code runs now the helper sets the token
+``cancel_id`` and either sends SIGUSR1 (the main thread runs synchronous handler code:
+_on_sigusr1 raises Cancelled there; the signal is sent again until the token is taken, see
+_signal_cancel) or, when the call's coroutine runs as ``task`` on the event loop, schedules
+_cancel_task on the loop (call_soon_threadsafe), which cancels the task: the coroutine sees
+asyncio.CancelledError. An exception raised by a signal handler inside the event loop's own code
+would corrupt the loop, so SIGUSR1 never raises while a task runs: it schedules _cancel_task
+instead. Whoever takes the token (clears cancel_id) delivers the cancel, so it is delivered once.
 """
 
 import os
@@ -103,12 +120,12 @@ def _dispatch(msg):
             if not st.cancel_sent:
                 st.cancel_sent = True
                 st.cancel_id = cid
-                signal.pthread_kill(st.main_ident, signal.SIGUSR1)
+                if st.task is not None:  # its coroutine runs on the loop: cancel the task
+                    st.loop.call_soon_threadsafe(_cancel_task, cid)
+                else:
+                    _signal_cancel(cid)
         else:
-            for queued in _pending:
-                if queued is not _EXIT and queued["id"] == cid:
-                    _precancelled.add(cid)
-                    break
+            _cancel_queued(cid)
         return None
     if t == "ping":
         _send(b'{"t":"pong","id":%d}' % _require_int(msg, "id"))
@@ -118,6 +135,23 @@ def _dispatch(msg):
     if msg is _SKIP:
         return None
     _protocol_error("unknown message type %r" % (t,))
+
+
+def _cancel_queued(cid):
+    """Serial mode (caller holds rlock): drop the queued call cid, if any, and answer it now."""
+    i = 0
+    for queued in _pending:
+        if queued is not _EXIT and queued["id"] == cid:
+            del _pending[i]
+            _send(_not_started_body(cid))
+            return
+        i += 1
+
+
+def _not_started_body(cid):
+    return _err_body(
+        cid, "cancelled", "Cancelled", "call %d was cancelled before it started" % cid, ""
+    )
 
 
 def _drain(starting=None):
@@ -166,7 +200,10 @@ def _helper_thread():
         while True:
             _fill()  # only this thread touches the read buffer in thread mode
             with _rlock:
-                if _drain() and st.main_waiting:
+                hook = st.reader_hook
+                if hook is not None:  # loop mode, after start-up (see _loop.py)
+                    hook()
+                elif _drain() and st.main_waiting:
                     st.main_waiting = False
                     st.avail.release()
     except BaseException:
@@ -187,10 +224,11 @@ def _guarded_modify(modify):
 
 
 def _start_helper():
-    """Start the helper thread: epoll mode on Linux unless PYVISOR_READER=thread (or epoll is
-    unusable), else thread mode. Returns holding rlock, with the pipe registered but disarmed."""
+    """Start the helper thread: epoll mode on Linux in serial mode unless PYVISOR_READER=thread
+    (or epoll is unusable), else thread mode. Returns holding rlock, with the pipe registered
+    but disarmed."""
     st = _st
-    if os.environ.get("PYVISOR_READER") != "thread":
+    if st.concurrency == 1 and os.environ.get("PYVISOR_READER") != "thread":
         try:
             import select
 
@@ -205,7 +243,37 @@ def _start_helper():
 
 
 # --------------------------------------------------------------------------------------------
-# Cancellation: the helper sends SIGUSR1 (see _dispatch), the main thread raises Cancelled.
+# Cancellation: the helper sends SIGUSR1 (see _dispatch), the main thread raises Cancelled; or
+# the running call's task is cancelled on the event loop.
+
+
+def _signal_cancel(cid):
+    """Send SIGUSR1 to the main thread for call cid (cancel_id is set), and keep sending it
+    until the main thread has taken the cancel.
+
+    One signal is not enough: if it lands after the main thread released the GIL for a blocking
+    system call (time.sleep, a lock wait) but before it entered it, the C-level handler only
+    notes it for Python, the call blocks for its full length and the Python handler runs after
+    that. A second signal interrupts the blocking call. The re-sender thread stops once the
+    token is taken (cancel_id cleared) or the code of the call no longer runs."""
+    signal.pthread_kill(_st.main_ident, signal.SIGUSR1)
+    _thread.start_new_thread(_resend_cancel, (cid,))
+
+
+def _resend_cancel(cid):
+    st = _st
+    delay = 0.002
+    waited = 0.0
+    try:
+        while waited < 10.0:  # by then Node has long killed a worker stuck like that
+            _sleep(delay)
+            waited += delay
+            if st.cancel_id != cid or st.current_id != cid:
+                return
+            signal.pthread_kill(st.main_ident, signal.SIGUSR1)
+            delay = min(delay * 2, 0.05)
+    except BaseException:
+        pass  # interpreter shutdown
 
 
 def _on_sigusr1(signum, frame):
@@ -215,8 +283,32 @@ def _on_sigusr1(signum, frame):
     st = _st
     cid = st.cancel_id
     if cid is not None and cid == st.current_id and not st.defer:
-        st.cancel_id = None
+        rec = st.current_rec
+        if rec is not None:  # loop mode: the synchronous code of call cid runs now
+            st.cancel_id = None
+            if rec.delivered:
+                return
+            rec.delivered = True
+        elif st.task is not None:
+            # Serial mode, the call's coroutine runs on the loop (the helper chose the signal
+            # before it could see the task): never raise inside the loop's code. The token
+            # stays set for _cancel_task.
+            st.loop.call_soon_threadsafe(_cancel_task, cid)
+            return
+        else:
+            st.cancel_id = None
         raise _Cancelled("call %d was cancelled" % cid)
+
+
+def _cancel_task(cid):
+    """Serial mode, on the event loop (the main thread): cancel the task of call cid if it still
+    runs and its cancel was not delivered yet (whoever clears the cancel_id token delivers)."""
+    st = _st
+    task = st.task
+    if task is not None and cid == st.current_id and st.cancel_id == cid:
+        st.cancel_id = None
+        st.task_cancelled = cid
+        task.cancel()
 
 
 def _install_signal_handlers():

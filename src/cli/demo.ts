@@ -11,7 +11,9 @@ import { duration, ms, percentile, plural, type Style, styleFor, table } from '.
 import { ProgressBar } from './progress.js';
 
 const SCRIPT = fileURLToPath(new URL('../../examples/handlers.py', import.meta.url));
+const ASYNC_SCRIPT = fileURLToPath(new URL('../../examples/async_handlers.py', import.meta.url));
 const CALL_DELAY_S = 0.01;
+const ASYNC_LATENCY_S = 0.1;
 
 /**
  * Each worker's time per call of the workload, from what `timed_square` reports (its pid and how
@@ -206,6 +208,60 @@ function printResults(pool: Pool, service: number[][], result: WorkloadResult, s
   );
 }
 
+/**
+ * I/O-bound async calls side by side: a second pool on examples/async_handlers.py with
+ * `concurrency` 100, each call awaiting a simulated LLM request. Returns the pids it started.
+ */
+async function showAsyncWorkload(
+  s: Style,
+  size: number,
+  total: number,
+  python: string | undefined,
+): Promise<number[]> {
+  const concurrency = 100;
+  const workers = Math.min(size, 2);
+  console.log(
+    s.bold(
+      `async handlers: ${total} calls of complete(prompt), each awaiting a ${ASYNC_LATENCY_S * 1000} ms request, on ${plural(workers, 'worker')} with concurrency ${concurrency}`,
+    ),
+  );
+  const pool = createPool({
+    script: ASYNC_SCRIPT,
+    size: workers,
+    concurrency,
+    name: 'demo-async',
+    ...(python ? { python } : {}),
+  });
+  const pids: number[] = [];
+  try {
+    await pool.ready();
+    for (const w of pool.stats().workers) if (w.pid) pids.push(w.pid);
+    let peak = 0;
+    const t0 = performance.now();
+    const calls = Array.from({ length: total }, (_, i) =>
+      pool.call<{ text: string }>('complete', [`prompt ${i}`, ASYNC_LATENCY_S]).then((r) => {
+        peak = Math.max(peak, ...pool.stats().workers.map((w) => w.inFlight));
+        return r;
+      }),
+    );
+    peak = Math.max(...pool.stats().workers.map((w) => w.inFlight));
+    const results = await Promise.all(calls);
+    const elapsed = performance.now() - t0;
+    const serial = total * ASYNC_LATENCY_S * 1000;
+    console.log(
+      `  ${s.green('✓')} ${results.length} calls in ${duration(elapsed)} ${s.dim(`(one at a time per worker: ${duration(serial / workers)})`)}; up to ${peak} in flight on one worker`,
+    );
+    const tokens: string[] = [];
+    for await (const token of pool.stream<string>('stream_tokens', ['streamed token by token'])) {
+      tokens.push(token);
+    }
+    console.log(`  stream_tokens, an async generator ${s.dim('→')} ${tokens.join(' · ')}`);
+  } finally {
+    await pool.close();
+  }
+  return pids;
+}
+
 /** Runs `pyvisor demo`; resolves with the exit code. */
 export async function demo(argv: readonly string[] = []): Promise<number> {
   const { flags } = parseCommand(argv, {
@@ -257,6 +313,10 @@ export async function demo(argv: readonly string[] = []): Promise<number> {
     const result = await runWorkload(pool, total, concurrency, s, service.record);
     console.log();
     printResults(pool, service.times, result, s);
+    console.log();
+    for (const pid of await showAsyncWorkload(s, size, Math.max(total, 500), python)) {
+      pids.add(pid);
+    }
   } catch (error) {
     console.error(renderError(error, styleFor(process.stderr)));
     await pool.close({ timeout: 1000 });

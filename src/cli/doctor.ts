@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { ExecaError, execa } from 'execa';
 import { createPool, type Pool, type PoolEvents } from '../index.js';
 import { PYTHON_DIR } from '../transport/paths.js';
-import { EXIT, msFlag, POOL_FLAGS, parseCommand, stringFlag } from './args.js';
+import { EXIT, intFlag, msFlag, POOL_FLAGS, parseCommand, stringFlag } from './args.js';
 import { explain, renderEvidence } from './explain.js';
 import { duration, indent, plural, type Style, styleFor } from './format.js';
 
@@ -125,6 +125,7 @@ async function checkScript(
   python: string,
   initTimeout: number,
   interpreter: InterpreterFacts,
+  concurrency: number,
 ): Promise<void> {
   const { s } = report;
   let pool: Pool;
@@ -133,6 +134,7 @@ async function checkScript(
       script,
       python,
       size: 1,
+      concurrency,
       name: 'doctor',
       initTimeout,
       healthCheck: false,
@@ -178,9 +180,21 @@ async function checkScript(
         '    from pyvisor import handler\n\n    @handler\n    def add(a, b):\n        return a + b',
       );
     } else {
-      const names = handlers.map((h) => (h.stream ? `${h.name} ${s.dim('(stream)')}` : h.name));
+      const names = handlers.map((h) => {
+        const kinds = [h.async ? 'async' : '', h.stream ? 'stream' : ''].filter(Boolean);
+        return kinds.length > 0 ? `${h.name} ${s.dim(`(${kinds.join(', ')})`)}` : h.name;
+      });
       report.ok(`${plural(handlers.length, 'handler')}:`);
       report.detail(wrap(names));
+      const async = handlers.filter((h) => h.async).map((h) => h.name);
+      if (async.length > 0 && concurrency === 1) {
+        report.warn(
+          `${plural(async.length, 'async handler')} (${async.join(', ')}), but concurrency is 1: each worker runs one call at a time, so awaiting calls do not overlap`,
+        );
+        report.detail(
+          'Create the pool with `concurrency` above 1 (e.g. createPool({ script, concurrency: 100 })) so that I/O-bound async calls run side by side on each worker; check again with --concurrency 100.',
+        );
+      }
     }
     await checkRoundTrip(report, pool);
     if (output.length > 0) {
@@ -221,8 +235,10 @@ export async function doctor(argv: readonly string[]): Promise<number> {
     ...POOL_FLAGS,
     script: { type: 'string' },
     'init-timeout': { type: 'string' },
+    concurrency: { type: 'string' },
   });
   const script = stringFlag(flags, 'script');
+  const concurrency = intFlag(flags, 'concurrency', { min: 1, max: 10_000 }) ?? 1;
   const initTimeout = msFlag(flags, 'init-timeout') ?? DEFAULT_INIT_TIMEOUT;
   const flagPython = stringFlag(flags, 'python');
   const envPython = process.env.PYVISOR_PYTHON;
@@ -246,7 +262,7 @@ export async function doctor(argv: readonly string[]): Promise<number> {
   if (script) {
     report.section(`script ${resolve(script)}`);
     if (typeof facts === 'string') report.skip('not checked: no interpreter to run it');
-    else await checkScript(report, script, python, initTimeout, facts);
+    else await checkScript(report, script, python, initTimeout, facts, concurrency);
   } else {
     report.section('script');
     report.skip('not checked: pass --script handlers.py to import it in a worker');

@@ -29,13 +29,18 @@ export const HELP: Readonly<Record<CommandName, CommandHelp>> = {
     ],
   },
   doctor: {
-    usage: 'pyvisor doctor [--script handlers.py] [--python path] [--init-timeout ms]',
+    usage:
+      'pyvisor doctor [--script handlers.py] [--python path] [--init-timeout ms] [--concurrency n]',
     summary:
       'Checks the interpreter, imports the script in a worker and lists its handlers; explains each failure. Exit code 0 when healthy, 1 otherwise.',
     flags: [
       ['--script <file>', 'the handler file to check (without it, only the interpreter)'],
       PYTHON,
       ['--init-timeout <ms>', 'time allowed for import and @on_init (default 30000)'],
+      [
+        '--concurrency <n>',
+        'calls per worker of the pool you will make (default 1); async handlers with 1 get a warning',
+      ],
     ],
   },
   call: {

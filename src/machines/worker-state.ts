@@ -27,23 +27,34 @@ export function workerStateOf(snapshot: WorkerSnapshot): WorkerState {
   if (typeof value === 'string') return 'stopped';
   const alive = value.alive;
   if (alive === undefined) return 'stopped';
-  if (typeof alive === 'string')
-    return alive === 'busy' || alive === 'cancelling' ? 'busy' : 'stopping';
+  if (typeof alive === 'string') {
+    if (alive === 'ready') return 'ready';
+    return alive === 'busy' ? 'busy' : 'stopping';
+  }
   if ('starting' in alive) return alive.starting === 'spawning' ? 'starting' : 'initializing';
-  if ('ready' in alive) return 'ready';
   return 'stopping';
 }
 
 /**
- * Whether the worker can take a call now (`alive.ready.idle`; `ready.checking` cannot). Read on
- * every routed call, so it does not parse a state path.
+ * Whether the worker takes calls (it is `ready` or `busy` and was not asked to stop); whether it
+ * has room for one more is the router's count. Read on every routed call, so it does not parse a
+ * state path.
  */
-export function isIdle(snapshot: WorkerSnapshot): boolean {
+export function isAccepting(snapshot: WorkerSnapshot): boolean {
+  if (snapshot.status !== 'active' || snapshot.context.stopReason !== null) return false;
   const value = snapshot.value as AliveValue;
-  return (
-    snapshot.status === 'active' &&
-    typeof value === 'object' &&
-    typeof value.alive === 'object' &&
-    value.alive.ready === 'idle'
-  );
+  if (typeof value !== 'object') return false;
+  const alive = value.alive;
+  return alive === 'ready' || alive === 'busy';
+}
+
+/**
+ * Calls running on the worker now (a cancelled one until Python acknowledges it); a call handed
+ * early by pipelining counts once it starts.
+ */
+export function inFlightOf(snapshot: WorkerSnapshot): number {
+  if (snapshot.status !== 'active') return 0;
+  let n = 0;
+  for (const flight of snapshot.context.flights.values()) if (flight.started) n++;
+  return n;
 }

@@ -1,4 +1,13 @@
-import { type ActorRefFrom, and, assign, emit, fromCallback, raise, setup } from 'xstate';
+import {
+  type ActorRefFrom,
+  and,
+  assign,
+  emit,
+  enqueueActions,
+  fromCallback,
+  raise,
+  setup,
+} from 'xstate';
 import {
   ProtocolError,
   type PyvisorError,
@@ -45,13 +54,18 @@ export interface WorkerCall {
 /**
  * Where a busy worker finds its next call when it finishes one (the pool's checkout queue). With
  * it, a worker under load goes from one call to the next in the reply's event, without passing
- * through `ready.idle`; without it (or when nothing waits), it goes idle and says so.
+ * through `ready`; without it (or when nothing waits), it says that a place is free.
  */
 export interface CallSource {
   /** A call is waiting that this worker may take now. Must not change anything. */
   waiting(workerId: number, generation: number): boolean;
   /** Takes the call `waiting` saw; called right after it returned true. */
   take(workerId: number, generation: number): WorkerCall | undefined;
+  /**
+   * A call handed over early (pipelining: it waited in the process behind the running call)
+   * has started, now that the call before it finished.
+   */
+  started?(workerId: number, generation: number, call: WorkerCall): void;
 }
 
 /** Why a worker ended; one final state each (`stopped` covers planned stops and recycling). */
@@ -102,6 +116,17 @@ export interface WorkerInput {
   stopTimeout: number;
   /** Retire (stop gracefully) after this many calls. */
   maxCalls: number;
+  /**
+   * Calls the worker may hold at once (`concurrency`, plus one when pipelining: a serial worker
+   * may be handed its next call while it runs one). Default 1.
+   */
+  maxInFlight?: number;
+  /**
+   * The process runs its calls one after another, in the order they were sent (`concurrency` 1).
+   * Only the oldest call in flight can have started, so when the process dies the others are
+   * handed back (`worker.bounced`) instead of failed: they never ran. Default true.
+   */
+  serial?: boolean;
   /** The queue to take the next call from when one finishes (see {@link CallSource}). */
   calls?: CallSource;
 }
@@ -130,6 +155,11 @@ export type WorkerEvent =
   | { type: 'stream.credit'; callId: number; n: number }
   | { type: 'health.check' }
   | { type: 'worker.stop'; reason: StopReason }
+  // Raised by the machine itself, after a delay.
+  /** `cancelGrace` ms passed since the cancel of `callId` was sent. */
+  | { type: 'cancel.expired'; callId: number }
+  /** `healthTimeout` ms passed since the ping of health check `pingId` was sent. */
+  | { type: 'health.timeout'; pingId: number }
   | { type: 'worker.kill'; error: PyvisorError };
 
 /**
@@ -154,13 +184,26 @@ export const WORKER_EVENT_TYPES = Object.keys({
   'health.check': true,
   'worker.stop': true,
   'worker.kill': true,
+  'cancel.expired': true,
+  'health.timeout': true,
 } satisfies Record<WorkerEvent['type'], true>) as WorkerEvent['type'][];
 
 /** Events a worker emits to whoever listens (the supervisor). */
 export type WorkerEmitted =
   | { type: 'worker.ready'; workerId: number; generation: number; info: ReadyMessage }
-  | { type: 'worker.idle'; workerId: number; generation: number }
-  | { type: 'worker.bounced'; workerId: number; generation: number; call: WorkerCall }
+  /** A place became free (a call finished, or the worker became ready) and it took no call. */
+  | { type: 'worker.free'; workerId: number; generation: number; inFlight: number }
+  /**
+   * A call handed back: the worker could not take it, or it was waiting in a process that is
+   * going away (`gone`) and never started.
+   */
+  | {
+      type: 'worker.bounced';
+      workerId: number;
+      generation: number;
+      call: WorkerCall;
+      gone: boolean;
+    }
   | { type: 'health.failed'; workerId: number; generation: number; pid: number | null };
 
 interface Ending {
@@ -168,16 +211,35 @@ interface Ending {
   error: PyvisorError | null;
 }
 
+/** A call the worker sent to its process and that has no terminal reply yet. */
+export interface Flight {
+  readonly call: WorkerCall;
+  /**
+   * It runs in the process (or ran). False for a call handed early to a serial worker, which
+   * waits in the process until the calls sent before it finish.
+   */
+  readonly started: boolean;
+  /** Its cancel was sent (the caller has its answer): waiting for Python to acknowledge it. */
+  readonly cancelled: boolean;
+}
+
+/** Calls in flight by id, in the order they were sent (never mutated: replaced on change). */
+export type Flights = ReadonlyMap<number, Flight>;
+
 export interface WorkerContext {
   readonly workerId: number;
   readonly generation: number;
   readonly input: WorkerInput;
+  /** How many calls it may hold at once (see {@link WorkerInput.maxInFlight}). */
+  readonly capacity: number;
   transport: WorkerTransport | null;
   pid: number | null;
   info: ReadyMessage | null;
-  call: WorkerCall | null;
+  flights: Flights;
   calls: number;
   pingId: number;
+  /** A health check's ping is out and its pong has not come back. */
+  checking: boolean;
   stopReason: StopReason | null;
   ending: Ending | null;
   exit: ProcessExit | null;
@@ -291,9 +353,60 @@ function facts(context: WorkerContext, exit: ProcessExit | null) {
   };
 }
 
-function isCurrentCall(context: WorkerContext, id: number): boolean {
-  return context.call !== null && context.call.id === id;
+const NO_FLIGHTS: Flights = new Map();
+
+function idOf(event: WorkerEvent): number | undefined {
+  if ('message' in event) return (event.message as { id?: number }).id;
+  if ('callId' in event) return event.callId;
+  return undefined;
 }
+
+function flightOf(context: WorkerContext, event: WorkerEvent): Flight | undefined {
+  const id = idOf(event);
+  return id === undefined ? undefined : context.flights.get(id);
+}
+
+/** Sends `call` to the process and returns the flights with it added. */
+function send(context: WorkerContext, flights: Flights, call: WorkerCall): Flights {
+  // A serial process runs its calls in the order they were sent: one sent while another is in
+  // flight waits there until it finishes.
+  const started = context.input.serial === false || flights.size === 0;
+  if (started) call.dispatched(context.workerId, context.port, context.pid);
+  context.transport!.send(call.frame);
+  const next = new Map(flights);
+  next.set(call.id, { call, started, cancelled: false });
+  return next;
+}
+
+/**
+ * The flights without `id`. On a serial worker, when nothing started remains, the first call
+ * still waiting in the process (and not cancelled: the process drops those) starts now.
+ */
+function withoutFlight(context: WorkerContext, flights: Flights, id: number): Flights {
+  if (flights.size === 1) return NO_FLIGHTS;
+  const next = new Map(flights);
+  next.delete(id);
+  if (context.input.serial === false) return next;
+  let waiting: Flight | undefined;
+  for (const flight of next.values()) {
+    if (flight.started) return next;
+    if (!waiting && !flight.cancelled) waiting = flight;
+  }
+  if (waiting) {
+    const call = waiting.call;
+    call.dispatched(context.workerId, context.port, context.pid);
+    context.input.calls?.started?.(context.workerId, context.generation, call);
+    next.set(call.id, { call, started: true, cancelled: false });
+  }
+  return next;
+}
+
+/** The scheduled `cancel.expired` of a call (one per cancelled call, so it is named by its id). */
+function cancelTimer(callId: number): string {
+  return `cancel.${callId}`;
+}
+
+const HEALTH_TIMER = 'health';
 
 /** The error of a worker whose transport threw, or whose process actor failed. */
 function transportFailure(context: WorkerContext, cause: unknown): WorkerCrashedError {
@@ -302,6 +415,55 @@ function transportFailure(context: WorkerContext, cause: unknown): WorkerCrashed
     `became unusable: its transport failed (${cause instanceof Error ? cause.message : String(cause)})`,
     { cause },
   );
+}
+
+/**
+ * Ends every call in flight on a worker that is going away. A call that started fails with
+ * `error(call)`; one that was still waiting in the process never ran, so it is handed back to be
+ * routed again (returned); cancelled calls already have their answer.
+ */
+function endFlights(context: WorkerContext, error: (call: WorkerCall) => unknown): WorkerCall[] {
+  const unstarted: WorkerCall[] = [];
+  for (const { call, started, cancelled } of context.flights.values()) {
+    if (cancelled) continue;
+    if (started) call.reject(error(call));
+    else unstarted.push(call);
+  }
+  return unstarted;
+}
+
+/** The part of `enqueueActions`' enqueuer that {@link endWith} uses. */
+interface Enqueue {
+  assign(patch: Partial<WorkerContext>): void;
+  emit(event: WorkerEmitted): void;
+}
+
+/** Records how the worker ends, ends its calls in flight and hands back those that never ran. */
+function endWith(
+  context: WorkerContext,
+  enqueue: Enqueue,
+  reason: WorkerExitReason,
+  error: PyvisorError,
+  others: ((call: WorkerCall) => PyvisorError) | null = null,
+  extra: Partial<WorkerContext> = {},
+): void {
+  const unstarted = endFlights(context, others ?? (() => error));
+  enqueue.assign({ ...extra, flights: NO_FLIGHTS, ending: { reason, error } });
+  for (const call of unstarted) {
+    enqueue.emit({
+      type: 'worker.bounced',
+      workerId: context.workerId,
+      generation: context.generation,
+      call,
+      gone: true,
+    });
+  }
+}
+
+/** Why the other calls of a worker killed for one call's sake fail. */
+function collateral(context: WorkerContext, why: string) {
+  return (call: WorkerCall) =>
+    new WorkerCrashedError(facts(context, null), `was killed while it ran call ${call.id}: ${why}`);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -325,35 +487,63 @@ function protocolErrorOn<T extends WorkerEvent['type']>(...types: T[]) {
 /** A call for a worker that cannot take one now: handed back rather than lost. */
 const BOUNCE = { actions: 'bounce call' } as const;
 
-/** Killed on the supervisor's word (`worker.kill`): its error ends the worker and the call. */
+/** Killed on the supervisor's word (`worker.kill`): its error ends the worker and its calls. */
 const KILL = { target: '#worker.alive.killing', actions: 'end as killed' } as const;
 
-/**
- * The terminal reply of the running call (`ok`, `err`, `end`): settle it (or, after a cancel,
- * drop it) and go back to ready, or retire when due. A terminal reply for any other id is a
- * protocol error. Straight transitions, no transient state: this is the per-call hot path.
- */
-function terminalReplies(settle: 'resolve call' | 'forget call') {
-  const afterReply = [
+/** Health checks of a ready worker, idle or busy: one ping at a time, answered or killed. */
+const HEALTH = {
+  'health.check': [
+    // One check at a time.
+    { guard: 'a check is out' },
+    { actions: 'send ping' },
+  ],
+  'python.pong': [
+    { guard: 'pong answers the check', actions: 'end check' },
+    // The answer to a check that already passed, or a stale one.
+    {},
+  ],
+  'health.timeout': [
     {
-      guard: and(['reply is for the running call', 'should retire']),
-      target: '#worker.alive.stopping',
-      actions: [settle, 'note retirement'],
+      guard: 'the check timed out',
+      target: '#worker.alive.killing',
+      actions: ['report health failure', 'end as unresponsive'],
     },
-    {
-      guard: and(['reply is for the running call', 'a call is waiting']),
-      target: '#worker.alive.busy',
-      actions: [settle, 'start waiting call'],
-    },
-    { guard: 'reply is for the running call', target: '#worker.alive.ready', actions: settle },
-    PROTOCOL_ERROR,
-  ] as const;
-  return { 'python.ok': afterReply, 'python.err': afterReply, 'python.end': afterReply } as const;
-}
+    // A timer of a check that was answered just before it fired.
+    {},
+  ],
+} as const;
 
-/** How the process of a worker that reported ready ends (idle, checking, busy, cancelling). */
+/**
+ * A terminal reply (`ok`, `err`, `end`) for a call in flight: settle it (or, after its cancel,
+ * drop it). The last one out retires the worker when due, else a waiting call takes its place
+ * in the same event, else the worker says a place is free. A terminal reply for any other id is
+ * a protocol error. Straight transitions, no transient state: this is the per-call hot path.
+ */
+const TERMINAL_REPLY = [
+  {
+    guard: and(['reply is for the last call in flight', 'should retire']),
+    target: '#worker.alive.stopping',
+    actions: ['settle reply', 'note retirement'],
+  },
+  {
+    guard: and(['reply is for a call in flight', 'a call is waiting']),
+    actions: ['settle reply', 'start waiting call'],
+  },
+  {
+    guard: 'reply is for the last call in flight',
+    target: '#worker.alive.ready',
+    actions: ['settle reply'],
+  },
+  {
+    guard: 'reply is for a call in flight',
+    actions: ['settle reply', 'announce free'],
+  },
+  PROTOCOL_ERROR,
+] as const;
+
+/** How the process of a worker that reported ready ends (ready or busy). */
 const READY_ENDINGS = {
-  // DOWN: a running call fails with ERR_WORKER_CRASHED.
+  // DOWN: every call in flight fails with ERR_WORKER_CRASHED (or is routed again if it never ran).
   'process.exited': { target: '#worker.crashed', actions: 'end as crashed' },
   // The transport threw: the same, with what it threw as the cause. The process may still run:
   // it is killed, and the slot is released only once it is gone.
@@ -363,18 +553,6 @@ const READY_ENDINGS = {
   },
   'process.protocolError': PROTOCOL_ERROR,
   'worker.kill': KILL,
-} as const;
-
-/** While a call runs (busy, cancelling). */
-const CALL_RUNNING = {
-  ...READY_ENDINGS,
-  // Never mid-call: finish the call, then stop.
-  'worker.stop': { actions: 'remember stop' },
-  'call.start': BOUNCE,
-  // Busy workers are not pinged; a pong can only answer a check that was overtaken by a call
-  // (see ready.checking).
-  'health.check': {},
-  'python.pong': {},
   ...protocolErrorOn('python.ready', 'python.initError'),
 } as const;
 
@@ -386,6 +564,9 @@ const ON_THE_WAY_OUT = {
   'call.cancel': {},
   'stream.credit': {},
   'health.check': {},
+  // Timers of calls and checks that no longer matter.
+  'cancel.expired': {},
+  'health.timeout': {},
   // Whatever Python says now no longer matters. A protocol error here is not worth a different
   // ending either.
   'process.protocolError': {},
@@ -422,7 +603,8 @@ function toFinalState(actions: ('record exit' | 'note transport failure')[]) {
 /**
  * One Python worker process, from spawn to exit. Every event that can reach a state has an
  * explicit transition there (ignoring is spelled out, with the reason), and every path ends in a
- * final state whose output says how the process ended.
+ * final state whose output says how the process ended. Calls in flight are data (`flights`, at
+ * most `capacity`): `ready` holds none, `busy` at least one.
  */
 export const workerMachine = setup({
   types: {
@@ -441,16 +623,25 @@ export const workerMachine = setup({
     killWait: KILL_WAIT_MS,
   },
   guards: {
-    'reply is for the running call': ({ context, event }) =>
-      'message' in event && isCurrentCall(context, (event.message as { id: number }).id),
-    'cancel is for the running call': ({ context, event }) =>
-      event.type === 'call.cancel' && isCurrentCall(context, event.callId),
-    'credit is for the running call': ({ context, event }) =>
-      event.type === 'stream.credit' && isCurrentCall(context, event.callId),
+    'reply is for a call in flight': ({ context, event }) => flightOf(context, event) !== undefined,
+    'reply is for the last call in flight': ({ context, event }) =>
+      context.flights.size === 1 && flightOf(context, event) !== undefined,
+    'cancel is for a running call': ({ context, event }) =>
+      flightOf(context, event)?.cancelled === false,
+    'credit is for a running call': ({ context, event }) =>
+      flightOf(context, event)?.cancelled === false,
+    'the cancel expired for a call in flight': ({ context, event }) =>
+      flightOf(context, event) !== undefined,
+    'there is room': ({ context }) => context.flights.size < context.capacity,
+    'a check is out': ({ context }) => context.checking,
     'pong answers the check': ({ context, event }) =>
-      event.type === 'python.pong' && event.message.id === context.pingId,
+      context.checking && event.type === 'python.pong' && event.message.id === context.pingId,
+    'the check timed out': ({ context, event }) =>
+      context.checking && event.type === 'health.timeout' && event.pingId === context.pingId,
+    // Asked only right after a terminal reply freed a place.
     'a call is waiting': ({ context }) =>
-      context.input.calls?.waiting(context.workerId, context.generation) ?? false,
+      context.stopReason === null &&
+      (context.input.calls?.waiting(context.workerId, context.generation) ?? false),
     'should retire': ({ context }) =>
       context.stopReason !== null || context.calls >= context.input.maxCalls,
     'ending is': ({ context }, params: { reason: WorkerExitReason }) =>
@@ -471,56 +662,81 @@ export const workerMachine = setup({
       generation: context.generation,
       info: context.info!,
     })),
-    'announce idle': emit(({ context }) => ({
-      type: 'worker.idle' as const,
+    'announce free': emit(({ context }) => ({
+      type: 'worker.free' as const,
       workerId: context.workerId,
       generation: context.generation,
+      inFlight: context.flights.size,
     })),
     'bounce call': emit(({ context, event }) => ({
       type: 'worker.bounced' as const,
       workerId: context.workerId,
       generation: context.generation,
       call: (event as Extract<WorkerEvent, { type: 'call.start' }>).call,
+      gone: false,
     })),
     'start call': assign(({ context, event }) => {
       if (event.type !== 'call.start') return {};
-      const call = event.call;
-      call.dispatched(context.workerId, context.port, context.pid);
-      context.transport!.send(call.frame);
-      return { call, calls: context.calls + 1 };
+      return { flights: send(context, context.flights, event.call), calls: context.calls + 1 };
     }),
     'start waiting call': assign(({ context }) => {
       // The guard just saw it, in the same synchronous step, so it is there.
       const call = context.input.calls!.take(context.workerId, context.generation)!;
-      call.dispatched(context.workerId, context.port, context.pid);
-      context.transport!.send(call.frame);
-      return { call, calls: context.calls + 1 };
+      return { flights: send(context, context.flights, call), calls: context.calls + 1 };
     }),
-    'resolve call': assign(({ context, event }) => {
-      if (event.type === 'python.ok') context.call?.resolve(event.message.v);
-      else if (event.type === 'python.end') context.call?.end();
-      else if (event.type === 'python.err' && context.call) {
-        context.call.reject(errorFromReply(event.message, context.call.fn));
+    'settle reply': assign(({ context, event, self, system }) => {
+      const id = idOf(event)!;
+      const flight = context.flights.get(id);
+      if (!flight) return {};
+      if (flight.cancelled) {
+        // The cancel was acknowledged in time (the caller already has its answer): its timer goes.
+        // The scheduler directly, not the `cancel` action: every reply runs this, and a second
+        // action (or enqueueActions) costs several µs per call.
+        system.scheduler.cancel(self, cancelTimer(id));
+      } else {
+        const call = flight.call;
+        if (event.type === 'python.ok') call.resolve(event.message.v);
+        else if (event.type === 'python.end') call.end();
+        else if (event.type === 'python.err') call.reject(errorFromReply(event.message, call.fn));
       }
-      return { call: null };
+      return { flights: withoutFlight(context, context.flights, id) };
     }),
     'deliver item': ({ context, event }) => {
-      if (event.type === 'python.item') context.call?.item(event.message.v);
+      if (event.type !== 'python.item') return;
+      const flight = context.flights.get(event.message.id);
+      // Items already in flight when a cancel was sent are dropped.
+      if (flight && !flight.cancelled) flight.call.item(event.message.v);
     },
-    'forget call': assign({ call: null }),
-    'send cancel': ({ context }) => {
-      if (context.call)
-        context.transport?.send(encodeMessage({ t: 'cancel', id: context.call.id }));
-    },
+    'send cancel': enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'call.cancel') return;
+      const flight = context.flights.get(event.callId);
+      if (!flight) return;
+      context.transport?.send(encodeMessage({ t: 'cancel', id: event.callId }));
+      const flights = new Map(context.flights);
+      flights.set(event.callId, { ...flight, cancelled: true });
+      enqueue.assign({ flights });
+      enqueue.raise(
+        { type: 'cancel.expired', callId: event.callId },
+        { delay: 'cancelGrace', id: cancelTimer(event.callId) },
+      );
+    }),
     'send credit': ({ context, event }) => {
       if (event.type === 'stream.credit') {
         context.transport?.send(encodeMessage({ t: 'credit', id: event.callId, n: event.n }));
       }
     },
-    'send ping': assign(({ context }) => {
+    'send ping': enqueueActions(({ context, enqueue }) => {
       const pingId = context.pingId + 1;
       context.transport?.send(encodeMessage({ t: 'ping', id: pingId }));
-      return { pingId };
+      enqueue.assign({ pingId, checking: true });
+      enqueue.raise(
+        { type: 'health.timeout', pingId },
+        { delay: 'healthTimeout', id: HEALTH_TIMER },
+      );
+    }),
+    'end check': enqueueActions(({ enqueue }) => {
+      enqueue.assign({ checking: false });
+      enqueue.cancel(HEALTH_TIMER);
     }),
     'send exit': ({ context }) => {
       context.transport?.send(encodeMessage({ t: 'exit' }));
@@ -539,11 +755,10 @@ export const workerMachine = setup({
     'end as': assign((_, params: { reason: WorkerExitReason }) => ({
       ending: { reason: params.reason, error: null },
     })),
-    'end as crashed': assign(({ context, event }) => {
+    'end as crashed': enqueueActions(({ context, event, enqueue }) => {
       const exit = event.type === 'process.exited' ? event.exit : null;
       const error = new WorkerCrashedError(facts(context, exit));
-      context.call?.reject(error);
-      return { exit, call: null, ending: { reason: 'crashed' as const, error } };
+      endWith(context, enqueue, 'crashed', error, null, { exit });
     }),
     'end as crashed during start': assign(({ context, event }) => {
       const exit = event.type === 'process.exited' ? event.exit : null;
@@ -551,15 +766,14 @@ export const workerMachine = setup({
       const error = new WorkerInitError(reason, facts(context, exit), { cause: exit?.spawnError });
       return { exit, ending: { reason: 'initFailed' as const, error } };
     }),
-    'end as transport failure': assign(
-      ({ context, event }, params: { reason: 'initFailed' | 'crashed' | 'stopped' }) => {
+    'end as transport failure': enqueueActions(
+      ({ context, event, enqueue }, params: { reason: 'initFailed' | 'crashed' | 'stopped' }) => {
         const cause = event.type === 'process.failed' ? event.error : undefined;
         const error =
           params.reason === 'initFailed'
             ? new WorkerInitError('spawn', facts(context, null), { cause })
             : transportFailure(context, cause);
-        context.call?.reject(error);
-        return { call: null, ending: { reason: params.reason, error } };
+        endWith(context, enqueue, params.reason, error);
       },
     ),
     'note transport failure': assign(({ context, event }) => {
@@ -591,27 +805,24 @@ export const workerMachine = setup({
         error: new WorkerInitError('timeout', facts(context, null)),
       },
     })),
-    'end as unresponsive': assign(({ context }) => ({
-      ending: {
-        reason: 'unresponsive' as const,
-        error: new WorkerCrashedError(
-          facts(context, null),
-          `did not answer a health check within ${context.input.healthTimeout} ms`,
-        ),
-      },
-    })),
-    'end as killed': assign(({ context, event }) => {
-      const error =
-        event.type === 'worker.kill'
-          ? event.error
-          : new WorkerCrashedError(
-              facts(context, null),
-              `did not stop within ${context.input.cancelGrace} ms of a cancel (cancelGrace)`,
-            );
-      context.call?.reject(error);
-      return { call: null, ending: { reason: 'killed' as const, error } };
+    'end as unresponsive': enqueueActions(({ context, enqueue }) => {
+      const error = new WorkerCrashedError(
+        facts(context, null),
+        `did not answer a health check within ${context.input.healthTimeout} ms`,
+      );
+      endWith(context, enqueue, 'unresponsive', error);
     }),
-    'end as protocol error': assign(({ context, event }) => {
+    'end as killed': enqueueActions(({ context, event, enqueue }) => {
+      if (event.type === 'worker.kill') {
+        endWith(context, enqueue, 'killed', event.error);
+        return;
+      }
+      const callId = event.type === 'cancel.expired' ? event.callId : -1;
+      const why = `call ${callId} did not stop within ${context.input.cancelGrace} ms of its cancel (cancelGrace)`;
+      const error = new WorkerCrashedError(facts(context, null), why);
+      endWith(context, enqueue, 'killed', error, collateral(context, why));
+    }),
+    'end as protocol error': enqueueActions(({ context, event, enqueue }) => {
       let error: ProtocolError;
       if (event.type === 'process.protocolError') {
         error = event.error;
@@ -622,8 +833,7 @@ export const workerMachine = setup({
             (message.id !== undefined ? ` (id ${message.id})` : ''),
         );
       }
-      context.call?.reject(error);
-      return { call: null, ending: { reason: 'protocolError' as const, error } };
+      endWith(context, enqueue, 'protocolError', error);
     }),
     'report health failure': emit(({ context }) => ({
       type: 'health.failed' as const,
@@ -638,12 +848,14 @@ export const workerMachine = setup({
     workerId: input.workerId,
     generation: input.generation,
     input,
+    capacity: Math.max(1, input.maxInFlight ?? 1),
     transport: null,
     pid: null,
     info: null,
-    call: null,
+    flights: NO_FLIGHTS,
     calls: 0,
     pingId: 0,
+    checking: false,
     stopReason: null,
     ending: null,
     exit: null,
@@ -698,9 +910,12 @@ export const workerMachine = setup({
             'worker.kill': KILL,
             // Never dispatched to a starting worker.
             'call.start': BOUNCE,
-            // No call runs yet, so a cancel or credit cannot be for this worker.
+            // No call runs yet, so a cancel or credit cannot be for this worker, and no cancel
+            // or check has a timer.
             'call.cancel': {},
             'stream.credit': {},
+            'cancel.expired': {},
+            'health.timeout': {},
             // Only ready workers are health-checked.
             'health.check': {},
           },
@@ -733,98 +948,68 @@ export const workerMachine = setup({
           },
         },
         ready: {
-          initial: 'idle',
+          // No call in flight.
+          entry: 'announce free',
           on: {
             ...READY_ENDINGS,
+            ...HEALTH,
+            'call.start': { target: 'busy', actions: 'start call' },
             'worker.stop': { target: 'stopping', actions: 'remember stop' },
             // A cancel or credit for a call that already finished: nothing to do.
             'call.cancel': {},
             'stream.credit': {},
-            // No call is running, so any reply is for an unknown id.
-            ...protocolErrorOn(
-              'python.ok',
-              'python.item',
-              'python.end',
-              'python.err',
-              'python.ready',
-              'python.initError',
-            ),
-          },
-          states: {
-            idle: {
-              entry: 'announce idle',
-              on: {
-                'call.start': { target: '#worker.alive.busy', actions: 'start call' },
-                'health.check': { target: 'checking' },
-                // The answer to a check that already passed.
-                'python.pong': {},
-              },
-            },
-            checking: {
-              entry: 'send ping',
-              after: {
-                healthTimeout: {
-                  target: '#worker.alive.killing',
-                  actions: ['report health failure', 'end as unresponsive'],
-                },
-              },
-              on: {
-                'python.pong': [
-                  { guard: 'pong answers the check', target: 'idle' },
-                  // A stale pong from an earlier check; keep waiting for this one.
-                  {},
-                ],
-                // The supervisor does not dispatch to a worker being checked, but if a call does
-                // arrive, run it: the pong, when it comes, is ignored while busy.
-                'call.start': { target: '#worker.alive.busy', actions: 'start call' },
-                // One check at a time.
-                'health.check': {},
-              },
-            },
+            // The timer of a cancelled call that was acknowledged just before it fired.
+            'cancel.expired': {},
+            // No call is in flight, so any reply is for an unknown id.
+            ...protocolErrorOn('python.ok', 'python.item', 'python.end', 'python.err'),
           },
         },
         busy: {
+          // At least one call in flight.
           on: {
-            ...CALL_RUNNING,
-            ...terminalReplies('resolve call'),
+            ...READY_ENDINGS,
+            ...HEALTH,
+            'call.start': [
+              { guard: 'there is room', actions: 'start call' },
+              // The router never sends more than a worker holds; if it did, the call goes back.
+              BOUNCE,
+            ],
+            // Never mid-call: finish the calls in flight, then stop.
+            'worker.stop': { actions: 'remember stop' },
+            'python.ok': TERMINAL_REPLY,
+            'python.err': TERMINAL_REPLY,
+            'python.end': TERMINAL_REPLY,
             'python.item': [
-              { guard: 'reply is for the running call', actions: 'deliver item' },
+              { guard: 'reply is for a call in flight', actions: 'deliver item' },
               PROTOCOL_ERROR,
             ],
             'call.cancel': [
-              { guard: 'cancel is for the running call', target: 'cancelling' },
-              // A cancel for a call that finished earlier on this worker.
+              // The caller was already told; Python acknowledges the cancel with a reply.
+              { guard: 'cancel is for a running call', actions: 'send cancel' },
+              // A call that finished earlier, or one already cancelled (timeout and abort
+              // racing): nothing more to do.
               {},
             ],
             'stream.credit': [
-              { guard: 'credit is for the running call', actions: 'send credit' },
-              // Credit for a stream that already ended.
+              { guard: 'credit is for a running call', actions: 'send credit' },
+              // Credit for a stream that ended or was abandoned.
+              {},
+            ],
+            'cancel.expired': [
+              // The handler ignored its cancel: the process is killed, and the other calls in
+              // flight on it fail (those that never started go elsewhere).
+              {
+                guard: 'the cancel expired for a call in flight',
+                target: 'killing',
+                actions: 'end as killed',
+              },
+              // It was acknowledged just before the timer fired.
               {},
             ],
           },
         },
-        cancelling: {
-          // The caller was already told; wait for Python to acknowledge the interrupt.
-          entry: 'send cancel',
-          after: { cancelGrace: { target: 'killing', actions: 'end as killed' } },
-          on: {
-            ...CALL_RUNNING,
-            // A reply after the cancel (the handler finished anyway, or acknowledged the
-            // interrupt): discarded, the caller has its answer.
-            ...terminalReplies('forget call'),
-            'python.item': [
-              // Items already in flight when the cancel was sent.
-              { guard: 'reply is for the running call' },
-              PROTOCOL_ERROR,
-            ],
-            // Already cancelling; a second cancel (timeout and abort racing) changes nothing.
-            'call.cancel': {},
-            // The stream was abandoned; it gets no more credit.
-            'stream.credit': {},
-          },
-        },
         stopping: {
-          // Graceful: ask, then SIGTERM, then SIGKILL.
+          // Graceful: ask, then SIGTERM, then SIGKILL. Only entered with no call in flight.
           initial: 'asking',
           states: {
             asking: {

@@ -21,7 +21,7 @@ export interface PoolEvents {
   }) => void;
   /**
    * A worker reported ready; `initMs` is the time from spawn to its ready message, `version` and
-   * `executable` describe its interpreter and `handlers` lists what the script registered.
+   * `executable` describe its interpreter and `handlers` lists what the script registered (`async`: an `async def` or async generator).
    */
   'worker.ready': (event: {
     workerId: number;
@@ -29,7 +29,7 @@ export interface PoolEvents {
     initMs: number;
     version: string;
     executable: string;
-    handlers: { name: string; stream: boolean }[];
+    handlers: { name: string; stream: boolean; async?: boolean }[];
   }) => void;
   /** A worker process ended. */
   'worker.exit': (event: {

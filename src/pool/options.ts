@@ -47,6 +47,16 @@ export interface PoolOptions {
   script: string;
   /** Number of workers. Default `os.availableParallelism()`. */
   size?: number;
+  /**
+   * Calls one worker runs at once (1–10000). Default 1. Above 1, `async def` handlers run side by
+   * side as tasks on the worker's event loop; plain handlers still block that loop while they run.
+   */
+  concurrency?: number;
+  /**
+   * With `concurrency` 1, a busy worker may be handed its next call while it runs one, when calls
+   * would otherwise wait, so it starts that call the moment the running one ends. Default true.
+   */
+  pipeline?: boolean;
   /** Python interpreter. Default `PYVISOR_PYTHON`, else `python3`; resolved once to the real binary. */
   python?: string;
   /** Environment of the workers. Default `process.env`. */
@@ -91,6 +101,8 @@ export interface PoolOptions {
 export interface NormalizedOptions {
   readonly script: string;
   readonly size: number;
+  readonly concurrency: number;
+  readonly pipeline: boolean;
   readonly python: string;
   readonly env: NodeJS.ProcessEnv;
   readonly cwd: string;
@@ -210,6 +222,7 @@ function object<T>(name: string, value: unknown, keys?: readonly string[]): Part
 // Workers are processes: far beyond this a pool is a mistake, and a huge size would allocate
 // per-slot state until memory runs out.
 const MAX_SIZE = 1024;
+const MAX_CONCURRENCY = 10_000;
 
 function logger(name: string, value: unknown): Logger | undefined {
   if (value === undefined) return undefined;
@@ -231,6 +244,8 @@ function logger(name: string, value: unknown): Logger | undefined {
 const KNOWN = new Set([
   'script',
   'size',
+  'concurrency',
+  'pipeline',
   'python',
   'env',
   'cwd',
@@ -325,11 +340,13 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
   ]);
   const circuit = object<CircuitOptions>('circuit', input.circuit, ['threshold', 'resetTimeout']);
   const recycle = object<RecycleOptions>('recycle', input.recycle, ['maxCalls', 'maxAge']);
-  if (input.lazy !== undefined && typeof input.lazy !== 'boolean') {
-    throw new InvalidOptionError(
-      'lazy',
-      `Expected the \`lazy\` option to be a boolean, got ${describe(input.lazy)}`,
-    );
+  for (const key of ['lazy', 'pipeline'] as const) {
+    if (input[key] !== undefined && typeof input[key] !== 'boolean') {
+      throw new InvalidOptionError(
+        key,
+        `Expected the \`${key}\` option to be a boolean, got ${describe(input[key])}`,
+      );
+    }
   }
   const minDelay = duration('restart.minDelay', restart.minDelay, 100);
   const maxDelay = duration('restart.maxDelay', restart.maxDelay, Math.max(10_000, minDelay));
@@ -342,6 +359,8 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
   const options: NormalizedOptions = {
     script,
     size: integer('size', input.size, Math.min(availableParallelism(), MAX_SIZE), 1),
+    concurrency: integer('concurrency', input.concurrency, 1, 1),
+    pipeline: input.pipeline ?? true,
     python: str('python', input.python, process.env.PYVISOR_PYTHON || 'python3'),
     env,
     cwd,
@@ -384,6 +403,12 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
     outputLines: integer('outputLines', input.outputLines, 50, 0),
     logger: logger('logger', input.logger),
   };
+  if (options.concurrency > MAX_CONCURRENCY) {
+    throw new InvalidOptionError(
+      'concurrency',
+      `Expected the \`concurrency\` option to be at most ${MAX_CONCURRENCY} calls per worker, got ${options.concurrency}`,
+    );
+  }
   if (options.size > MAX_SIZE) {
     throw new InvalidOptionError(
       'size',

@@ -45,7 +45,10 @@ export type NodeMessage =
 
 export interface HandlerInfo {
   name: string;
+  /** A generator or async generator function: call it with `stream()`. */
   stream: boolean;
+  /** An `async def` function or async generator: runs as a task on the worker's event loop. */
+  async?: boolean;
 }
 export interface ReadyMessage {
   t: 'ready';
@@ -54,6 +57,8 @@ export interface ReadyMessage {
   executable: string;
   handlers: HandlerInfo[];
   initMs: number;
+  /** Calls the worker runs at once (`PYVISOR_CONCURRENCY`). */
+  concurrency?: number;
 }
 export interface InitErrorMessage {
   t: 'init_error';

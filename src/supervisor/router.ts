@@ -33,9 +33,12 @@ export interface RoutedWorker<C extends RoutedCall> {
    * counts from then, so a start slower than `maxAge` still serves calls before it is retired.
    */
   readonly readyAt: number;
-  /** Whether it can take a call at this moment (it may be ending without having said so). */
-  isIdle(): boolean;
-  /** Hands it a call (it must be idle). */
+  /**
+   * Whether it takes calls at all at this moment (it may be ending without having said so);
+   * whether it has room is the router's count.
+   */
+  accepting(): boolean;
+  /** Hands it a call (it must have room). */
   start(call: C): void;
   /** Asks it to cancel the call it runs with this id (ignored if it runs another). */
   cancel(callId: number): void;
@@ -71,6 +74,14 @@ export interface RouterHooks<C extends RoutedCall, W extends RoutedWorker<C>> {
 /** Options of a {@link Router}. */
 export interface RouterOptions {
   slots: number;
+  /** Calls one worker runs at once (`concurrency`). Default 1. */
+  concurrency?: number;
+  /**
+   * A worker that runs calls one at a time (`concurrency` 1) may be handed its next call while it
+   * runs one, when calls would otherwise wait: it starts that call the moment the running one ends,
+   * without a round trip through Node. Default false.
+   */
+  pipeline?: boolean;
   maxQueue: number;
   sessionTtl: number;
   recycle: { maxCalls: number; maxAge: number };
@@ -78,14 +89,16 @@ export interface RouterOptions {
 
 /** The read-only view of routing that `stats()`, telemetry and the inspector get. */
 export interface RouterView {
-  /** Calls waiting for a worker. */
+  /** Calls waiting to start: in the queue, or handed early to a busy worker (pipelining). */
   readonly queued: number;
   /** Sessions pinned now (expired ones not yet swept included). */
   readonly sessions: number;
   /** Workers registered as ready (idle or busy). */
   readonly ready: number;
-  /** Workers free to take a call. */
+  /** Workers with a free place. */
   readonly free: number;
+  /** Calls routed to the current worker of `slot` and not finished there. */
+  loadOf(slot: number): number;
   /** Calls dispatched to `slot`, all its processes together. */
   callsOf(slot: number): number;
 }
@@ -94,19 +107,28 @@ export interface RouterView {
 export interface Maintenance<W> {
   /** Sessions that expired (now forgotten). */
   expired: string[];
-  /** Free workers idle for at least the health-check interval: taken out of the free list. */
+  /**
+   * Ready workers (idle or busy) that showed no sign of life (ready, a finished call, a check)
+   * for the health-check interval: the supervisor pings them.
+   */
   toCheck: W[];
 }
 
 /**
- * Routes calls to workers. Free workers are a stack: a call goes to the most recently used free
- * worker (LIFO, as pgbouncer and HikariCP do), so sequential calls keep one process warm instead
- * of rotating over all of them. Idle workers at the bottom are the ones health checks and
- * `maxAge` reach first, on the maintenance tick.
+ * Routes calls to workers. A worker has `concurrency` places; the router counts the calls each
+ * one holds (its load). Workers with a free place are a stack ordered by last use: a call goes to
+ * the least loaded of them, and among equals to the most recently used (LIFO, as pgbouncer and
+ * HikariCP do), so sequential calls keep one process warm instead of rotating over all of them.
+ * With pipelining, a call that finds every place taken is handed to a busy serial worker (one
+ * extra call each) instead of waiting in the queue.
  */
 export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements RouterView {
   readonly #hooks: RouterHooks<C, W>;
   readonly #maxQueue: number;
+  /** Places per worker (`concurrency`). */
+  readonly #places: number;
+  /** Extra calls a worker with every place taken may be handed early (pipelining). */
+  readonly #extra: number;
   readonly #recycle: { maxCalls: number; maxAge: number };
   /** `recycle.maxAge` is set (the clock is not read per call otherwise). */
   readonly #agesOut: boolean;
@@ -116,13 +138,20 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
   readonly #workers: (W | null)[];
   /** A slot's new worker that said it was free before it was registered as ready. */
   readonly #early: (W | null)[];
-  /** Free workers, least recently used first (the top of the stack is the end). */
+  /** Workers with a free place, least recently used first (the top of the stack is the end). */
   #free: W[] = [];
+  /** Calls routed to each slot's current worker and not finished there. */
+  readonly #load: number[];
+  /**
+   * Calls handed early to a busy serial worker (pipelining) that have not started: still waiting,
+   * so they count as queued, and are cancelled on their worker when they give up.
+   */
+  readonly #ahead = new Map<C, W>();
   /** The order in which each slot's worker last took a call (the free stack's order). */
   readonly #lastUsed: number[];
   #uses = 0;
-  /** When each slot's worker became free or passed a health check. */
-  readonly #idleSince: number[];
+  /** When each slot's worker last showed a sign of life (ready, a call finished, a check sent). */
+  readonly #seen: number[];
   readonly #calls: number[];
   readonly #processCalls: number[];
   /** Set once the pool stops taking calls: why new calls are refused. */
@@ -131,6 +160,8 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
   constructor(options: RouterOptions, hooks: RouterHooks<C, W>) {
     this.#hooks = hooks;
     this.#maxQueue = options.maxQueue;
+    this.#places = Math.max(1, options.concurrency ?? 1);
+    this.#extra = options.pipeline && this.#places === 1 ? 1 : 0;
     this.#recycle = options.recycle;
     this.#agesOut = Number.isFinite(options.recycle.maxAge);
     this.#queue = new CheckoutQueue<C>(options.slots);
@@ -138,13 +169,14 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     this.#workers = Array.from({ length: options.slots }, () => null);
     this.#early = Array.from({ length: options.slots }, () => null);
     this.#lastUsed = new Array<number>(options.slots).fill(0);
-    this.#idleSince = new Array<number>(options.slots).fill(0);
+    this.#seen = new Array<number>(options.slots).fill(0);
+    this.#load = new Array<number>(options.slots).fill(0);
     this.#calls = new Array<number>(options.slots).fill(0);
     this.#processCalls = new Array<number>(options.slots).fill(0);
   }
 
   get queued(): number {
-    return this.#queue.size;
+    return this.#queue.size + this.#ahead.size;
   }
 
   get sessions(): number {
@@ -165,6 +197,10 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     return this.#calls[slot] ?? 0;
   }
 
+  loadOf(slot: number): number {
+    return this.#workers[slot] ? this.#load[slot]! : 0;
+  }
+
   /** Whether `worker` is the slot's current ready worker. */
   isCurrent(worker: W): boolean {
     return this.#workers[worker.slot] === worker;
@@ -182,18 +218,16 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     const pinned = this.#pinnedWorker(call);
     if (pinned) {
       this.#sessions.bind(call.session!, pinned.slot, pinned.generation, this.#hooks.now());
-      if (this.#takeFree(pinned)) {
+      const limit = this.#places + (this.queued < this.#maxQueue ? this.#extra : 0);
+      if (this.#hasRoom(pinned, limit) && pinned.accepting()) {
         this.#dispatch(pinned, call);
         return;
       }
     } else {
-      // The most recently used free worker first (the top of the stack).
-      for (let worker = this.#free.pop(); worker; worker = this.#free.pop()) {
-        // Not idle after all (it is ending): its exit will be reported.
-        if (worker.isIdle()) {
-          this.#dispatch(worker, call);
-          return;
-        }
+      const worker = this.#pickFree() ?? (this.queued < this.#maxQueue ? this.#pickEarly() : null);
+      if (worker) {
+        this.#dispatch(worker, call);
+        return;
       }
       const refusal = this.#hooks.refusal();
       if (refusal) {
@@ -201,7 +235,7 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
         return;
       }
     }
-    if (this.#queue.size >= this.#maxQueue) {
+    if (this.queued >= this.#maxQueue) {
       call.reject(new QueueFullError(this.#maxQueue));
       return;
     }
@@ -214,22 +248,38 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
       this.#queue.dropped(call);
       return;
     }
+    const early = this.#ahead.get(call);
+    if (early) {
+      // Waiting in its worker's process: the cancel drops it there before it starts.
+      this.#ahead.delete(call);
+      early.cancel(call.id);
+      return;
+    }
     if (call.workerId >= 0) this.#workers[call.workerId]?.cancel(call.id);
   }
 
-  /** A worker could not take the call it was handed (it was ending): route it again. */
-  bounced(call: C): void {
+  /**
+   * `from` could not take the call it was handed (it was ending or full), or died before the call
+   * started: route it again, ahead of the calls that came after it.
+   */
+  bounced(call: C, from?: W, gone = false): void {
+    this.#ahead.delete(call);
+    if (from && this.isCurrent(from)) {
+      // A worker going away says so before it is reported gone: route nothing more to it.
+      if (gone) this.#drop(from);
+      else if (this.#load[from.slot]! > 0) this.#load[from.slot]!--;
+    }
     if (call.settled) return;
     if (this.#stopped) {
       call.reject(this.#stopped());
       return;
     }
     this.#queue.requeue(call);
-    this.#serveFree();
+    this.#serveAll();
   }
 
   /**
-   * Whether the busy `worker`, on finishing its call, can take a waiting call at once (in the
+   * Whether `worker`, on finishing a call, can take a waiting call in its place at once (in the
    * same machine event as the reply). Changes nothing. Only the plain case: retirement and a call
    * whose session moved elsewhere go through {@link workerFree}.
    */
@@ -246,45 +296,66 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     return !pinned || pinned.generation !== binding.generation || pinned === worker;
   }
 
-  /** Takes the call {@link hasCallFor} saw, for `worker`, which is about to run it. */
+  /**
+   * Takes the call {@link hasCallFor} saw, for `worker`, which is about to run it in the place of
+   * the call it just finished.
+   */
   nextFor(worker: W): C | undefined {
     const call = this.#queue.next(worker.slot);
-    if (call) this.#claim(worker, call);
+    if (call) {
+      this.#load[worker.slot]!--;
+      this.#seen[worker.slot] = this.#hooks.now();
+      this.#claim(worker, call);
+    }
     return call;
+  }
+
+  /** A call handed early to `worker` started there, now that the call before it finished. */
+  started(worker: W, call: C): void {
+    if (this.#ahead.delete(call) && this.isCurrent(worker)) this.#calls[worker.slot]!++;
   }
 
   // --- workers -----------------------------------------------------------------------------
 
   /**
    * A new process reported ready: it joins the pool. It takes calls when it says it is free (its
-   * first `worker.idle` follows its `worker.ready`), or now if that came first.
+   * first `worker.free` follows its `worker.ready`), or now if that came first.
    */
   workerReady(worker: W): void {
     const slot = worker.slot;
     this.#workers[slot] = worker;
     this.#processCalls[slot] = 0;
+    this.#load[slot] = 0;
     this.#lastUsed[slot] = 0;
+    this.#seen[slot] = this.#hooks.now();
     if (this.#early[slot] === worker) {
       this.#early[slot] = null;
       this.#serve(worker);
     }
   }
 
-  /** A worker became idle (a call finished with nothing next, or a health check passed). */
+  /**
+   * A place on `worker` became free: a call finished there and it took nothing in its place (or
+   * it just became ready).
+   */
   workerFree(worker: W): void {
     if (!this.isCurrent(worker)) {
       // Free before its readiness was noted: served once it is.
       if (this.#workers[worker.slot] === null) this.#early[worker.slot] = worker;
       return;
     }
-    if (this.#free.includes(worker)) return;
+    const slot = worker.slot;
+    if (this.#load[slot]! > 0) this.#load[slot]!--;
+    this.#seen[slot] = this.#hooks.now();
     this.#serve(worker);
   }
 
   /** A worker is ending or gone: it takes no more calls, and calls pinned to it may go anywhere. */
   workerGone(worker: W): void {
+    // Calls that waited in it were handed back already (or failed with it).
+    for (const [call, w] of this.#ahead) if (w === worker) this.#ahead.delete(call);
     if (!this.#drop(worker)) return;
-    if (!this.#stopped) this.#serveFree();
+    if (!this.#stopped) this.#serveAll();
   }
 
   /**
@@ -297,16 +368,18 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     const expired = this.#sessions.sweep(t);
     const toCheck: W[] = [];
     let retired = false;
-    for (const worker of [...this.#free]) {
+    for (const worker of this.#workers) {
+      if (!worker) continue;
+      // A busy worker is retired too: it takes no more calls and stops once its calls finish.
       if (this.#retireIfDue(worker)) {
         retired = true;
-      } else if (healthInterval !== null && t - this.#idleSince[worker.slot]! >= healthInterval) {
-        this.#removeFree(worker);
+      } else if (healthInterval !== null && t - this.#seen[worker.slot]! >= healthInterval) {
+        this.#seen[worker.slot] = t;
         toCheck.push(worker);
       }
     }
     // Calls pinned to a retired worker may go to another one now.
-    if (retired && !this.#stopped) this.#serveFree();
+    if (retired && !this.#stopped) this.#serveAll();
     return { expired, toCheck };
   }
 
@@ -325,51 +398,124 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     this.#free = [];
     this.#sessions.clear();
     this.rejectQueued(reason);
+    // Calls handed early have not started either: they are cancelled where they wait.
+    for (const [call, worker] of [...this.#ahead]) {
+      this.#ahead.delete(call);
+      call.reject(reason());
+      worker.cancel(call.id);
+    }
   }
 
   // --- internals ---------------------------------------------------------------------------
 
-  /** Gives the free `worker` the oldest call it may run, or puts it on the free stack. */
+  /**
+   * Gives `worker`, which has a free place, the oldest calls it may run (one more than its places
+   * with pipelining), and keeps it on the free stack while it has room.
+   */
   #serve(worker: W): void {
     if (this.#stopped) return;
     if (this.#retireIfDue(worker)) {
-      this.#serveFree();
+      this.#serveAll();
       return;
     }
-    for (;;) {
-      const call = this.#queue.next(worker.slot);
-      if (!call) {
-        this.#pushFree(worker);
+    const slot = worker.slot;
+    const limit = this.#places + this.#extra;
+    while (this.#load[slot]! < limit && this.#queue.size > 0) {
+      if (this.#retireIfDue(worker)) {
+        this.#serveAll();
         return;
       }
+      const call = this.#queue.next(slot);
+      if (!call) break;
       const pinned = this.#pinnedWorker(call);
       if (pinned && pinned !== worker) {
         // Its session was pinned elsewhere after it was queued: wait there instead.
-        if (this.#takeFree(pinned)) this.#dispatch(pinned, call);
+        if (this.#hasRoom(pinned, limit) && pinned.accepting()) this.#dispatch(pinned, call);
         else this.#queue.requeue(call, pinned.slot);
         continue;
       }
       this.#dispatch(worker, call);
-      return;
     }
+    if (this.#load[slot]! < this.#places) this.#pushFree(worker);
   }
 
-  /** Matches every free worker with waiting calls (after calls were moved around). */
-  #serveFree(): void {
+  /** Matches every worker that has room with waiting calls (after calls were moved around). */
+  #serveAll(): void {
     const free = this.#free;
     this.#free = [];
     for (const worker of free) this.#serve(worker);
+    if (this.#extra === 0 || this.#queue.size === 0) return;
+    for (const worker of this.#workers) {
+      if (worker && this.#load[worker.slot]! < this.#places + this.#extra) this.#serve(worker);
+    }
+  }
+
+  /**
+   * The free worker a new call goes to: the least loaded, and among equals the most recently used
+   * (the top of the stack). With one place each, that is the top.
+   */
+  #pickFree(): W | undefined {
+    const free = this.#free;
+    while (free.length > 0) {
+      let best = free.length - 1;
+      if (this.#places > 1) {
+        for (let i = best - 1; i >= 0; i--) {
+          if (this.#load[free[i]!.slot]! < this.#load[free[best]!.slot]!) best = i;
+        }
+      }
+      const worker = free[best]!;
+      // Not taking calls after all (it is ending; its exit will be reported).
+      if (!worker.accepting()) {
+        free.splice(best, 1);
+        continue;
+      }
+      // Retired now (that takes it off the stack), unless the supervisor keeps it.
+      if (this.#retireIfDue(worker)) continue;
+      return worker;
+    }
+    return undefined;
+  }
+
+  /**
+   * Pipelining: a busy serial worker that may be handed one call early. The one that took its
+   * running call longest ago, which is the likeliest to finish first.
+   */
+  #pickEarly(): W | undefined {
+    if (this.#extra === 0) return undefined;
+    let best: W | undefined;
+    for (const worker of this.#workers) {
+      if (
+        worker &&
+        this.#load[worker.slot]! < this.#places + this.#extra &&
+        (!best || this.#lastUsed[worker.slot]! < this.#lastUsed[best.slot]!) &&
+        worker.accepting()
+      ) {
+        best = worker;
+      }
+    }
+    // Retired now, unless the supervisor keeps it; the call then waits in the queue.
+    return best && !this.#retireIfDue(best) ? best : undefined;
+  }
+
+  #hasRoom(worker: W, limit: number): boolean {
+    return this.#load[worker.slot]! < limit && !this.#retireIfDue(worker);
   }
 
   #dispatch(worker: W, call: C): void {
     this.#claim(worker, call);
+    const slot = worker.slot;
+    if (this.#load[slot]! >= this.#places) this.#removeFree(worker);
+    else if (this.#places > 1) this.#moveToTop(worker);
     worker.start(call);
   }
 
   /** The bookkeeping of a call going to `worker`: counters and the session pin. */
   #claim(worker: W, call: C): void {
     const slot = worker.slot;
-    this.#calls[slot]!++;
+    // Every place taken: it waits in the process (pipelining) and is counted once it starts.
+    if (this.#load[slot]! >= this.#places) this.#ahead.set(call, worker);
+    else this.#calls[slot]!++;
+    this.#load[slot]!++;
     this.#processCalls[slot]!++;
     this.#lastUsed[slot] = ++this.#uses;
     if (call.session === undefined) return;
@@ -406,6 +552,7 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     if (this.#early[worker.slot] === worker) this.#early[worker.slot] = null;
     if (!this.isCurrent(worker)) return false;
     this.#workers[worker.slot] = null;
+    this.#load[worker.slot] = 0;
     this.#removeFree(worker);
     this.#queue.unpin(worker.slot);
     return true;
@@ -419,15 +566,9 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     return null;
   }
 
-  /** Takes `worker` off the free stack if it is there and idle. */
-  #takeFree(worker: W): boolean {
-    return this.#removeFree(worker) && worker.isIdle();
-  }
-
   #pushFree(worker: W): void {
-    const t = this.#hooks.now();
+    if (this.#free.includes(worker)) return;
     const slot = worker.slot;
-    this.#idleSince[slot] = t;
     // Ordered by when each worker last took a call: one coming back from a health check keeps
     // its place at the bottom.
     const last = this.#lastUsed[slot]!;
@@ -437,6 +578,11 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     // Usually the top: the worker that just finished is the most recently used.
     if (i === free.length) free.push(worker);
     else free.splice(i, 0, worker);
+  }
+
+  /** A worker on the free stack that just took a call is now the most recently used. */
+  #moveToTop(worker: W): void {
+    if (this.#removeFree(worker)) this.#free.push(worker);
   }
 
   #removeFree(worker: W): boolean {

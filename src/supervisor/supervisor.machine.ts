@@ -30,7 +30,12 @@ import {
   type WorkerInput,
   workerMachine,
 } from '../machines/worker.machine.js';
-import { isIdle, type WorkerState, workerStateOf } from '../machines/worker-state.js';
+import {
+  inFlightOf,
+  isAccepting,
+  type WorkerState,
+  workerStateOf,
+} from '../machines/worker-state.js';
 import type { PendingCall } from '../pool/call.js';
 import type { NormalizedOptions } from '../pool/options.js';
 import type { ReadyMessage } from '../protocol/index.js';
@@ -56,8 +61,8 @@ export class SlotWorker implements RoutedWorker<PendingCall> {
     readonly startedAt: number,
   ) {}
 
-  isIdle(): boolean {
-    return isIdle(this.ref.getSnapshot());
+  accepting(): boolean {
+    return isAccepting(this.ref.getSnapshot());
   }
 
   start(call: PendingCall): void {
@@ -72,9 +77,11 @@ export class SlotWorker implements RoutedWorker<PendingCall> {
     this.ref.send({ type: 'worker.stop', reason });
   }
 
-  /** The call its machine holds; read only when the machine can no longer settle it itself. */
-  runningCall(): PendingCall | null {
-    return this.ref.getSnapshot().context.call as PendingCall | null;
+  /** The calls its machine holds; read only when the machine can no longer settle them itself. */
+  callsInFlight(): PendingCall[] {
+    return [...this.ref.getSnapshot().context.flights.values()].map(
+      (flight) => flight.call as PendingCall,
+    );
   }
 }
 
@@ -310,18 +317,22 @@ function startWorker(context: SupervisorContext, enqueue: Enqueue, slot: Slot): 
         stopTimeout: options.stopTimeout,
         // recycle.maxCalls is applied by the router, which counts calls as it routes them.
         maxCalls: Number.POSITIVE_INFINITY,
+        maxInFlight: options.concurrency + (options.pipeline && options.concurrency === 1 ? 1 : 0),
+        serial: options.concurrency === 1,
         calls: {
           waiting: () => router.hasCallFor(worker),
           take: () => router.nextFor(worker),
+          started: (_slot, _generation, call) => router.started(worker, call as PendingCall),
         },
       },
     }) as WorkerActor;
     worker.ref = ref;
     ref.on('*', (event) => {
       // Routing events go straight to the router (no supervisor event per call).
-      if (event.type === 'worker.idle') router.workerFree(worker);
-      else if (event.type === 'worker.bounced') router.bounced(event.call as PendingCall);
-      else self.send(event as SupervisorEvent);
+      if (event.type === 'worker.free') router.workerFree(worker);
+      else if (event.type === 'worker.bounced') {
+        router.bounced(event.call as PendingCall, worker, event.gone);
+      } else self.send(event as SupervisorEvent);
     });
     input.onWorkerSpawned(slot.index, ref);
   });
@@ -373,13 +384,13 @@ function isCrash(exit: WorkerExit): boolean {
 
 /**
  * Workers whose actor failed (XState stopped them and their process) will never report an exit:
- * their running call is rejected with `error` and their slot released here.
+ * their calls in flight are rejected with `error` and their slot released here.
  */
 function releaseFailedWorkers(context: SupervisorContext, enqueue: Enqueue, error: PyvisorError) {
   for (const slot of context.slots) {
     const worker = slot.worker;
     if (worker?.ref.getSnapshot().status !== 'error') continue;
-    worker.runningCall()?.reject(error);
+    for (const call of worker.callsInFlight()) call.reject(error);
     enqueue.stopChild(worker.ref);
     context.router.workerGone(worker);
     slot.worker = null;
@@ -682,6 +693,8 @@ export const supervisorMachine = setup({
       router: new Router<PendingCall, SlotWorker>(
         {
           slots: options.size,
+          concurrency: options.concurrency,
+          pipeline: options.pipeline,
           maxQueue: options.maxQueue,
           sessionTtl: options.sessionTtl,
           recycle: options.recycle,
@@ -806,6 +819,11 @@ export interface SlotView {
   state: WorkerState;
   /** Calls dispatched to this slot, over all its processes. */
   calls: number;
+  /**
+   * Calls in flight on the slot's process now: running (up to `concurrency`), or handed to it
+   * early by pipelining, or cancelled and not yet acknowledged. `state` is `busy` while it is ≥ 1.
+   */
+  inFlight: number;
   /** Processes started in this slot after the first. */
   restarts: number;
   /** Generation of the current (or last) process; 1 for the first. */
@@ -839,6 +857,7 @@ export function viewOf(snapshot: SnapshotFrom<typeof supervisorMachine>): Superv
     pid: slot.worker?.pid ?? null,
     state: slotState(slot),
     calls: router.callsOf(slot.index),
+    inFlight: slot.worker ? inFlightOf(slot.worker.ref.getSnapshot()) : 0,
     restarts: slot.restarts,
     generation: slot.generation,
   }));
@@ -887,5 +906,7 @@ export function abandonCall(supervisor: SupervisorActor, call: PendingCall): voi
 export function failEveryCall(supervisor: SupervisorActor, error: PyvisorError): void {
   const { context } = supervisor.getSnapshot();
   context.router.stop(() => error);
-  for (const slot of context.slots) slot.worker?.runningCall()?.reject(error);
+  for (const slot of context.slots) {
+    for (const call of slot.worker?.callsInFlight() ?? []) call.reject(error);
+  }
 }

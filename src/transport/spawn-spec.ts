@@ -15,6 +15,7 @@ export function workerSpawnSpec(options: NormalizedOptions, python: string): Spa
       PYTHONPATH: pythonPath ? `${PYTHON_DIR}:${pythonPath}` : PYTHON_DIR,
       PYVISOR_PARENT_PID: String(process.pid),
       PYVISOR_MAX_MESSAGE: String(options.maxMessageSize),
+      PYVISOR_CONCURRENCY: String(options.concurrency),
     },
     cwd: options.cwd,
     maxMessageSize: options.maxMessageSize,

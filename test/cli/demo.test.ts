@@ -39,6 +39,14 @@ describe('pyvisor demo', () => {
     expect(calls).not.toBeNull();
     expect(Number(calls![1]) + Number(calls![2] ?? 0)).toBe(40);
     expect(out).toMatch(/latency \(end to end, queue wait included\): p50 [\d.]+ ms · p90/);
-    expect(out).toMatch(/✓ pool closed in [\d.]+ m?s; all 5 worker processes have exited\n$/);
+    // The async part: a second pool of 2 workers with concurrency 100.
+    expect(out).toMatch(
+      /async handlers: 500 calls of complete\(prompt\), each awaiting a 100 ms request, on 2 workers with concurrency 100/,
+    );
+    const overlap = out.match(/✓ 500 calls in [\d.]+ m?s .*; up to (\d+) in flight on one worker/);
+    expect(overlap).not.toBeNull();
+    expect(Number(overlap![1])).toBeGreaterThan(1);
+    expect(out).toContain('stream_tokens, an async generator → streamed · token · by · token');
+    expect(out).toMatch(/✓ pool closed in [\d.]+ m?s; all 7 worker processes have exited\n$/);
   });
 });

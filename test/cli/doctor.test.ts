@@ -21,6 +21,26 @@ describe('pyvisor doctor', () => {
     expect(lastLine(r.stdout)).toBe('✓ healthy');
   });
 
+  it('lists async handlers and warns when the pool would run them one at a time', {
+    timeout: SLOW,
+  }, async () => {
+    const serial = await runCli(['doctor', '--script', fixture('aio.py')]);
+    expect(serial.code).toBe(0);
+    expect(stripAnsi(serial.stdout)).toContain('ticker (async, stream)');
+    expect(serial.stdout).toMatch(/! \d+ async handlers \(fetch, .*\), but concurrency is 1/);
+    expect(lastLine(serial.stdout)).toBe('✓ healthy, 1 warning');
+    const concurrent = await runCli([
+      'doctor',
+      '--script',
+      fixture('aio.py'),
+      '--concurrency',
+      '100',
+    ]);
+    expect(concurrent.code).toBe(0);
+    expect(concurrent.stdout).not.toContain('but concurrency is 1');
+    expect(lastLine(concurrent.stdout)).toBe('✓ healthy');
+  });
+
   it('explains an import error with the Python traceback and exits 1', {
     timeout: SLOW,
   }, async () => {

@@ -13,7 +13,7 @@ import {
   SimpleSpanProcessor,
 } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { nextEvent, pids, testPool, until } from '../helpers.js';
+import { fixture, nextEvent, pids, testPool, until } from '../helpers.js';
 
 class TestReader extends MetricReader {
   protected override async onShutdown(): Promise<void> {}
@@ -71,6 +71,27 @@ describe('OpenTelemetry', () => {
     expect(span!.events.map((e) => e.name)).toContain('pyvisor.execution.start');
     const { traceId, spanId } = span!.spanContext();
     expect(ctx.traceparent).toBe(`00-${traceId}-${spanId}-01`);
+  });
+
+  it('with concurrency, each async task sees its own traceparent; one span per call', async () => {
+    const pool = testPool({ name: 'otel-aio', script: fixture('aio.py'), concurrency: 16 });
+    await pool.ready();
+    const tags = Array.from({ length: 8 }, (_, i) => `tp${i}`);
+    const running = Promise.all(
+      tags.map((tag) => nextEvent(pool, 'worker.stderr', (e) => e.line === `started ${tag}`)),
+    );
+    const calls = tags.map(
+      (tag) => pool.call('whoami', ['otel', tag]) as Promise<{ traceparent: string; tag: string }>,
+    );
+    await running;
+    await pool.call('release', ['otel']);
+    const results = await Promise.all(calls);
+    const spans = spansOf('whoami');
+    expect(spans).toHaveLength(8);
+    const expected = new Set(
+      spans.map((s) => `00-${s.spanContext().traceId}-${s.spanContext().spanId}-01`),
+    );
+    expect(new Set(results.map((r) => r.traceparent))).toEqual(expected);
   });
 
   it('marks Python errors, timeouts, crashes and a full queue on the span and in metrics', async () => {

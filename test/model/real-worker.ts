@@ -1,14 +1,15 @@
 /**
  * The concrete side of the model-based tests: a real worker actor (`workerMachine` with the real
- * `spawnChildProcess` transport) running test/fixtures/mbt.py in a real Python process, driven
- * step by step through a planned path.
+ * `spawnChildProcess` transport) running test/fixtures/mbt.py in a real Python process (with
+ * PYVISOR_CONCURRENCY set as the model's configuration says), driven step by step through a
+ * planned path.
  *
  * Every event the actor processes is recorded through XState's inspection API (event, state
  * before and after, the state value of each microstep, the events emitted), so each step is
  * checked against the model exactly: the expected event (with the same guard variant) must come
- * from the expected state and produce the same microsteps; an event the path does not mention is
- * tolerated only if it leaves the state as it is (e.g. the pong of a health check overtaken by a
- * call).
+ * from the expected state (the calls in flight and a health check out included) and produce the
+ * same microsteps; an event the path does not mention is tolerated only if it leaves that state as
+ * it is (e.g. a frame that reaches a worker that is killing its process).
  *
  * The transport is the real one behind a thin wrapper that records what the machine does to the
  * process and, for a `fault` prep, throws on the next `send` or `kill` instead (process.failed).
@@ -31,7 +32,9 @@ import { spawnChildProcess } from '../../src/transport/child-process.js';
 import type { SpawnTransport } from '../../src/transport/transport.js';
 import type { Command, Plan, PlannedStep, Prep } from './stimuli.js';
 import {
-  afterLabel,
+  emittedName,
+  fullKey,
+  labelIn,
   modelInput,
   type ReplayStep,
   Stubs,
@@ -59,15 +62,6 @@ export function isAlive(pid: number): boolean {
     return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
   } catch {
     return false;
-  }
-}
-
-function processState(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0];
-  } catch {
-    return undefined;
   }
 }
 
@@ -118,28 +112,6 @@ export interface TraceEntry {
   effects: string[];
 }
 
-/** The label of a real event, with its guard variant judged in the context it arrived in. */
-function realLabel(event: AnyEventObject, before: WorkerSnapshot): string {
-  const type = event.type;
-  if (type.startsWith('xstate.after.')) return afterLabel(type);
-  const callId = before.context.call?.id;
-  const id = (event as { message?: { id?: number } }).message?.id;
-  switch (type) {
-    case 'python.ok':
-    case 'python.item':
-    case 'python.end':
-    case 'python.err':
-      return `${type}(${id === callId ? 'running' : 'unknown'})`;
-    case 'call.cancel':
-    case 'stream.credit':
-      return `${type}(${(event as unknown as { callId: number }).callId === callId ? 'running' : 'unknown'})`;
-    case 'python.pong':
-      return `${type}(${id === before.context.pingId ? 'answer' : 'stale'})`;
-    default:
-      return type;
-  }
-}
-
 interface TrackedCall {
   call: PendingCall;
   controller: AbortController;
@@ -182,6 +154,10 @@ export class RealWorker {
   #wake: (() => void) | null = null;
   /** The next `send` or `kill` throws {@link INJECTED_FAULT} (a `fault` prep). */
   #fault = false;
+  /** Holds taken so far (the fixture acknowledges the n-th with file `held.<n>`). */
+  #holds = 0;
+  /** Calls the worker told its call source had started (pipelined calls). */
+  readonly startedLater: number[] = [];
 
   constructor(options: RealRunOptions) {
     this.#plan = options.plan;
@@ -220,17 +196,30 @@ export class RealWorker {
         outputTail: () => transport.outputTail(),
       };
     };
+    const startedLater = this.startedLater;
     const input = {
-      ...modelInput(new Stubs()),
+      ...modelInput(new Stubs(), {
+        name: '',
+        maxInFlight: config.maxInFlight,
+        serial: config.serial,
+      }),
+      calls: {
+        waiting: () => false,
+        take: () => undefined,
+        started: (_w: number, _g: number, call: { id: number }) => startedLater.push(call.id),
+      },
       spec: {
         command: options.python,
-        args: ['-u', '-m', 'pyvisor', FIXTURE],
+        // -S: no site-packages (the fixture needs none, and a .pth file there can cost more than
+        // the whole worker's start-up).
+        args: ['-S', '-u', '-m', 'pyvisor', FIXTURE],
         env: {
           ...process.env,
           PYTHONPATH: PYTHON_DIR,
           PYVISOR_PARENT_PID: String(process.pid),
           MBT_CTL: ctl.dir,
           MBT_IGNORE_TERM: config.ignoreTerm ? '1' : '0',
+          PYVISOR_CONCURRENCY: String(config.concurrency),
           // Node's spawn throws for a NUL byte in the environment, before it forks.
           ...(config.spawnFails ? { MBT_BROKEN: 'a\0b' } : {}),
         },
@@ -250,7 +239,7 @@ export class RealWorker {
     });
     this.actor.on('*', (event) => {
       this.emitted.push(event);
-      this.#pendingEmitted.push(event.type);
+      this.#pendingEmitted.push(emittedName(event as { type: string; gone?: boolean }));
     });
   }
 
@@ -271,9 +260,9 @@ export class RealWorker {
       if (!before || e.event.type === 'xstate.init' || e.event.type === 'xstate.stop') return;
       this.trace.push({
         event: e.event,
-        label: realLabel(e.event, before),
-        from: valueName(before.value),
-        to: valueName(snapshot.value),
+        label: labelIn(before, e.event),
+        from: fullKey(before),
+        to: fullKey(snapshot),
         micro,
         emitted,
         effects,
@@ -300,17 +289,14 @@ export class RealWorker {
       }
       this.#stimulate(planned);
       this.matched.push(await this.#expect(planned.step));
-      const step = planned.step;
-      const callSent = !planned.prep.includes('fault');
-      if (step.event.type === 'call.start' && step.callAfter === step.event.call.id && callSent) {
+      for (const id of planned.awaitStarted) {
         // Let the handler start before anything else reaches the process. (With the epoll reader,
         // the runtime does not see a cancel that it read in the same read() as its call until the
         // call ends; that is a runtime issue, not what these paths are about.)
-        const channel = `call${step.callAfter}`;
-        await until(() => this.ctl.has(`started.${channel}`), `${channel} to start`);
+        await until(() => this.ctl.has(`started.call${id}`), `call ${id} to start`);
       }
-      if (planned.awaitCancelAck) {
-        const channel = `call${planned.step.callBefore}`;
+      if (planned.awaitCancelAck !== null) {
+        const channel = `call${planned.awaitCancelAck}`;
         await until(() => this.ctl.has(`cancelled.${channel}`), `${channel} to swallow the cancel`);
       }
       this.#checkEffects(planned);
@@ -320,13 +306,10 @@ export class RealWorker {
   async #prepare(prep: Prep): Promise<void> {
     if (prep === 'fault') {
       this.#fault = true;
-    } else if (prep === 'hold') {
-      this.ctl.send('inject', { op: 'hold' });
-      await until(() => this.ctl.has('held'), 'the fixture to hold the reply pipe');
     } else {
-      const pid = this.pid!;
-      process.kill(pid, 'SIGSTOP');
-      await until(() => processState(pid) === 'T', `pid ${pid} to stop`);
+      const n = ++this.#holds;
+      this.ctl.send('inject', { op: 'hold' });
+      await until(() => this.ctl.has(`held.${n}`), 'the fixture to hold the reply pipe');
     }
   }
 
@@ -345,12 +328,16 @@ export class RealWorker {
         this.ctl.send('init', stimulus.command);
         return;
       case 'call':
-        this.ctl.send(`call${step.callBefore}`, stimulus.command satisfies Command);
+        this.ctl.send(`call${stimulus.callId}`, stimulus.command satisfies Command);
         return;
       case 'inject':
         this.ctl.send('inject', { op: 'raw', hex: Buffer.concat(stimulus.bytes).toString('hex') });
         return;
       case 'release':
+        if (stimulus.command) {
+          const { callId, command } = stimulus.command;
+          this.ctl.send(`call${callId}`, command satisfies Command);
+        }
         this.ctl.send('inject', {
           op: 'release',
           hex: Buffer.concat(stimulus.bytes).toString('hex'),
@@ -375,17 +362,18 @@ export class RealWorker {
         const id = event.call.id;
         const plan = this.#plan.calls.get(id);
         const stream = plan?.stream ?? false;
+        const fn = plan?.fn ?? 'wait';
         const json = JSON.stringify({
           t: 'call',
           id,
-          fn: stream ? 'wait_stream' : 'wait',
+          fn,
           args: [`call${id}`, plan?.onCancel ?? 'raise'],
           ...(stream ? { stream: true, credit: STREAM_WINDOW } : {}),
         });
         const controller = new AbortController();
         const call = new PendingCall({
           id,
-          fn: stream ? 'wait_stream' : 'wait',
+          fn,
           frame: encodeFrame(json),
           stream,
           session: undefined,
@@ -431,6 +419,13 @@ export class RealWorker {
         return;
       case 'worker.kill':
         this.actor.send({ type: 'worker.kill', error: this.killError });
+        return;
+      // A stale timer: the test sends what the machine's own timer would have.
+      case 'cancel.expired':
+        this.actor.send({ type: 'cancel.expired', callId: event.callId });
+        return;
+      case 'health.timeout':
+        this.actor.send({ type: 'health.timeout', pingId: event.pingId });
         return;
       default:
         throw new Error(`${step.label} is not an actor-side event`);
@@ -495,7 +490,7 @@ export class RealWorker {
   #checkEffects(planned: PlannedStep): void {
     const step = planned.step;
     const event = step.event;
-    if (event.type === 'call.start' && step.callAfter !== event.call.id) {
+    if (event.type === 'call.start' && !step.after.some((f) => f.id === event.call.id)) {
       // Bounced: handed back untouched.
       const tracked = this.calls.get(event.call.id)!;
       const bounced = this.emitted.find(

@@ -140,7 +140,7 @@ describe('a transport that throws, with a real python3', () => {
 
   it('the call frame cannot be sent: the call rejected at once with the cause; crashed once the process is gone', async () => {
     const { actor, pids, fault, errors } = realWorker({ failOn: 'call' });
-    await waitFor(actor, (s) => s.matches({ alive: { ready: 'idle' } }), {
+    await waitFor(actor, (s) => s.matches({ alive: 'ready' }), {
       timeout: STEP_TIMEOUT,
     });
     const { call: c, settled } = call(1);
@@ -179,7 +179,7 @@ describe('a transport that throws, with a real python3', () => {
       // The worker's timers run on a simulated clock (the process, its I/O and exit are real).
       const clock = new SimulatedClock();
       const { actor, pids, errors } = realWorker({ failOn: 'SIGKILL', clock });
-      await waitFor(actor, (s) => s.matches({ alive: { ready: 'idle' } }), {
+      await waitFor(actor, (s) => s.matches({ alive: 'ready' }), {
         timeout: STEP_TIMEOUT,
       });
       const { call: c, settled } = call(1, 'sleep');

@@ -7,7 +7,6 @@ import { runFrozen } from '../../scripts/reliability/frozen.js';
 describe('frozen and slow workers', () => {
   it('timeouts, health checks and cancelGrace replace frozen or stubborn workers; flaky slow starts fail no call', async () => {
     const result = await runFrozen({
-      hangProbe: 1000,
       flakyCalls: 40,
       flakyRecycle: 0,
       // Start 2 is slow (it hits initTimeout); the others are quick.

@@ -36,11 +36,18 @@ class FakeWorker implements RoutedWorker<FakeCall> {
     readonly generation = 1,
     readonly readyAt = 0,
   ) {}
+  accepting(): boolean {
+    return !this.stopped;
+  }
   isIdle(): boolean {
     return this.idle && !this.stopped;
   }
+  /** Calls it may hold (concurrency, plus one with pipelining). */
+  capacity = 1;
   start(call: FakeCall): void {
-    if (!this.isIdle()) throw new Error(`worker ${this.slot} is not idle`);
+    if (this.stopped || this.running.length >= this.capacity) {
+      throw new Error(`worker ${this.slot} has no room`);
+    }
     this.idle = false;
     call.workerId = this.slot;
     this.running.push(call);
@@ -56,6 +63,8 @@ interface Setup {
   sessionTtl?: number;
   maxCalls?: number;
   maxAge?: number;
+  concurrency?: number;
+  pipeline?: boolean;
   refusal?: () => PyvisorError | null;
   keep?: boolean;
 }
@@ -67,6 +76,8 @@ function setup(opts: Setup = {}) {
   const router = new Router<FakeCall, FakeWorker>(
     {
       slots: opts.slots ?? 2,
+      concurrency: opts.concurrency ?? 1,
+      pipeline: opts.pipeline ?? false,
       maxQueue: opts.maxQueue ?? Number.POSITIVE_INFINITY,
       sessionTtl: opts.sessionTtl ?? 1000,
       recycle: {
@@ -89,6 +100,7 @@ function setup(opts: Setup = {}) {
   /** A worker that reports ready, then free (as a real one does). */
   const join = (slot: number, generation = 1) => {
     const w = new FakeWorker(slot, generation, clock.t);
+    w.capacity = (opts.concurrency ?? 1) + (opts.pipeline && (opts.concurrency ?? 1) === 1 ? 1 : 0);
     router.workerReady(w);
     router.workerFree(w);
     return w;
@@ -247,7 +259,7 @@ describe('Router', () => {
     expect(w.running).toHaveLength(1); // ...but served when it went free, since it was kept
   });
 
-  it('takes idle workers out for a health check by idle time; a passed check keeps its place', () => {
+  it('pings every ready worker, idle or busy, that showed no sign of life for an interval', () => {
     const { router, clock, join, finish } = setup({ slots: 2 });
     const w0 = join(0);
     const w1 = join(1);
@@ -255,20 +267,21 @@ describe('Router', () => {
     router.route(call);
     const hot = call.workerId === 0 ? w0 : w1;
     const cold = hot === w0 ? w1 : w0;
-    clock.t = 4000;
-    finish(hot);
     clock.t = 5000;
-    const { toCheck } = router.maintain(5000);
-    expect(toCheck).toEqual([cold]);
+    // Both: the idle one, and the busy one (its call has run for the whole interval).
+    expect(router.maintain(5000).toCheck).toEqual([w0, w1]);
+    // A check does not take a worker off the stack: calls still go to the most recent one.
     expect(router.free).toBe(1);
-    // The check passed: back on the stack, below the worker that served a call.
-    router.workerFree(cold);
+    clock.t = 7000;
+    finish(hot);
+    // Not pinged again until another interval passed; a finished call is a sign of life too.
+    clock.t = 9999;
+    expect(router.maintain(5000).toCheck).toEqual([]);
+    clock.t = 10_000;
+    expect(router.maintain(5000).toCheck).toEqual([cold]);
     const next = new FakeCall(2);
     router.route(next);
     expect(next.workerId).toBe(hot.slot);
-    // And it is not checked again until another interval has passed.
-    clock.t = 9999;
-    expect(router.maintain(5000).toCheck).toEqual([]);
   });
 
   it('refuses calls that cannot wait, bounds the queue, and rejects everything once stopped', () => {
@@ -322,5 +335,89 @@ describe('Router', () => {
     router.bounced(first);
     const w1 = join(1);
     expect(w1.running).toEqual([first]);
+  });
+
+  it('with concurrency, a call goes to the least loaded worker with a free place, then queues', () => {
+    const { router, join, finish } = setup({ slots: 2, concurrency: 3 });
+    const w0 = join(0);
+    const w1 = join(1);
+    const calls = Array.from({ length: 7 }, (_, i) => new FakeCall(i + 1));
+    for (const call of calls) router.route(call);
+    // Spread evenly (least loaded first), three places each, the seventh waits.
+    expect(w0.running.length).toBe(3);
+    expect(w1.running.length).toBe(3);
+    expect(router.queued).toBe(1);
+    expect(router.loadOf(0) + router.loadOf(1)).toBe(6);
+    // A call finishing on w1 hands w1 the waiting call in its place.
+    const next = finish(w1);
+    expect(next).toBe(calls[6]);
+    expect(router.queued).toBe(0);
+    expect(router.loadOf(1)).toBe(3);
+    // Nothing waits: a finished call frees a place, and the next call goes there.
+    w0.running.pop();
+    router.workerFree(w0);
+    expect(router.loadOf(0)).toBe(2);
+    const late = new FakeCall(99);
+    router.route(late);
+    expect(late.workerId).toBe(0);
+  });
+
+  it('pipelining: a call that finds every worker busy is handed to one early, counted as queued until it starts', () => {
+    const { router, join } = setup({ slots: 2, pipeline: true, maxQueue: 3 });
+    const w0 = join(0);
+    const w1 = join(1);
+    const a = new FakeCall(1);
+    const b = new FakeCall(2);
+    router.route(a);
+    router.route(b);
+    // Both busy: the next two go early, one each, to the worker that took its call first.
+    const c = new FakeCall(3);
+    const d = new FakeCall(4);
+    router.route(c);
+    router.route(d);
+    expect(w0.running.length + w1.running.length).toBe(4);
+    expect(router.queued).toBe(2);
+    expect(router.callsOf(0) + router.callsOf(1)).toBe(2);
+    // Every place and every early slot taken: the next one waits in the queue...
+    const e = new FakeCall(5);
+    router.route(e);
+    expect(e.queued).toBe(true);
+    expect(router.queued).toBe(3);
+    // ...and maxQueue counts the early ones too.
+    const f = new FakeCall(6);
+    router.route(f);
+    expect(f.error).toBeInstanceOf(Error);
+    expect((f.error as PyvisorError).code).toBe('ERR_QUEUE_FULL');
+    // The early call starts when the one before it finishes: then it counts as a call.
+    const cWorker = w0.running.includes(c) ? w0 : w1;
+    router.started(cWorker, c);
+    expect(router.queued).toBe(2);
+    expect(router.callsOf(0) + router.callsOf(1)).toBe(3);
+    // An early call that gives up is cancelled where it waits, and no longer counts.
+    const dWorker = w0.running.includes(d) ? w0 : w1;
+    d.settled = true;
+    router.abandon(d);
+    expect(dWorker.cancelled).toEqual([4]);
+    expect(router.queued).toBe(1);
+  });
+
+  it('pipelining: an early call handed back by a worker that died goes to another worker', () => {
+    const { router, join } = setup({ slots: 2, pipeline: true });
+    const w0 = join(0);
+    const w1 = join(1);
+    const a = new FakeCall(1);
+    const b = new FakeCall(2);
+    router.route(a);
+    router.route(b);
+    const early = new FakeCall(3);
+    router.route(early);
+    const holder = w0.running.includes(early) ? w0 : w1;
+    const other = holder === w0 ? w1 : w0;
+    // The holder dies: its running call failed (not the router's business), the early one comes
+    // back; the holder takes no more calls, the other one runs it after its current call.
+    holder.stopped = true;
+    router.bounced(early, holder, true);
+    expect(other.running).toContain(early);
+    expect(router.isCurrent(holder)).toBe(false);
   });
 });

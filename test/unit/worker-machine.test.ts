@@ -50,8 +50,10 @@ describe('worker machine', () => {
     for (const id of [
       'worker.alive.starting.spawning',
       'worker.alive.starting.initializing',
-      'worker.alive.ready.idle',
+      'worker.alive.ready',
       'worker.alive.busy',
+      'worker.alive.stopping.terminating',
+      'worker.alive.killing',
       'worker.alive.stopping.asking',
       'worker.stopped',
       'worker.crashed',
@@ -150,13 +152,17 @@ describe('worker machine: the next call comes with the reply', () => {
       },
     }).start();
     const idle: number[] = [];
-    actor.on('worker.idle', () => idle.push(1));
+    actor.on('worker.free', (e) => idle.push(e.inFlight));
     handlers!.message(READY);
     return { actor, sent, idle, reply: (m: PythonMessage) => handlers!.message(m) };
   }
   const call = recordingCall;
+  /** The ids of the calls in flight. */
+  const inFlight = (actor: ReturnType<typeof harness>['actor']) => [
+    ...actor.getSnapshot().context.flights.keys(),
+  ];
 
-  it('stays busy and starts the waiting call in the reply event; goes idle when none waits', () => {
+  it('stays busy and starts the waiting call in the reply event; ready (worker.free) when none waits', () => {
     const results: unknown[][] = [[], [], []];
     const waiting = [call(2, results[1]!), call(3, results[2]!)];
     const { actor, sent, idle, reply } = harness(waiting);
@@ -164,18 +170,18 @@ describe('worker machine: the next call comes with the reply', () => {
     actor.send({ type: 'call.start', call: call(1, results[0]!) });
     reply({ t: 'ok', id: 1, v: 'one' });
     expect(actor.getSnapshot().value).toEqual({ alive: 'busy' });
-    expect(actor.getSnapshot().context.call?.id).toBe(2);
+    expect(inFlight(actor)).toEqual([2]);
     reply({ t: 'err', id: 2, kind: 'python', type: 'E', message: 'two', traceback: '' });
-    expect(actor.getSnapshot().context.call?.id).toBe(3);
+    expect(inFlight(actor)).toEqual([3]);
     reply({ t: 'ok', id: 3, v: 'three' });
-    expect(actor.getSnapshot().value).toEqual({ alive: { ready: 'idle' } });
+    expect(actor.getSnapshot().value).toEqual({ alive: 'ready' });
     expect(sent.map((s) => JSON.parse(s).id)).toEqual([1, 2, 3]);
     expect(results[0]).toEqual(['one']);
     expect((results[1]![0] as Error).message).toContain('two');
     expect(results[2]).toEqual(['three']);
     expect(actor.getSnapshot().context.calls).toBe(3);
-    // Idle once after start-up and once at the end, never between the three calls.
-    expect(idle).toHaveLength(2);
+    // Free once after start-up and once at the end, never between the three calls.
+    expect(idle).toEqual([0, 0]);
     actor.stop();
   });
 
@@ -184,10 +190,13 @@ describe('worker machine: the next call comes with the reply', () => {
     const { actor, reply } = harness([call(2, results[1]!)]);
     actor.send({ type: 'call.start', call: call(1, results[0]!) });
     actor.send({ type: 'call.cancel', callId: 1 });
-    expect(actor.getSnapshot().value).toEqual({ alive: 'cancelling' });
+    expect(actor.getSnapshot().value).toEqual({ alive: 'busy' });
+    expect(actor.getSnapshot().context.flights.get(1)).toMatchObject({ cancelled: true });
     reply({ t: 'err', id: 1, kind: 'cancelled', type: 'Cancelled', message: 'c', traceback: '' });
     expect(actor.getSnapshot().value).toEqual({ alive: 'busy' });
-    expect(actor.getSnapshot().context.call?.id).toBe(2);
+    expect(inFlight(actor)).toEqual([2]);
+    // The cancelled call's answer is not passed on: its caller had its answer when it gave up.
+    expect(results[0]).toEqual([]);
     reply({ t: 'ok', id: 2, v: 2 });
     expect(results[1]).toEqual([2]);
     actor.stop();
@@ -209,6 +218,206 @@ describe('worker machine: the next call comes with the reply', () => {
     expect(second.actor.getSnapshot().value).toEqual({ alive: 'killing' });
     expect(waiting).toHaveLength(1);
     second.actor.stop();
+  });
+});
+
+describe('worker machine: calls in flight, cancels and health checks as data', () => {
+  /** A worker on a simulated clock with a scripted process; timers in ms. */
+  function worker(options: { maxInFlight?: number; serial?: boolean; calls?: CallSource } = {}) {
+    let handlers: Handlers | null = null;
+    const sent: Array<{ t: string; id?: number }> = [];
+    const signals: NodeJS.Signals[] = [];
+    const clock = new SimulatedClock();
+    const actor = createActor(workerMachine, {
+      clock,
+      input: {
+        workerId: 4,
+        generation: 1,
+        spec: { command: 'x', args: [], env: {}, cwd: '.', maxMessageSize: 1024, outputLines: 1 },
+        spawn: (_spec, h) => {
+          handlers = h;
+          return {
+            pid: 7,
+            send: (frame: Buffer) => sent.push(JSON.parse(frame.subarray(4).toString())),
+            kill: (signal: NodeJS.Signals) => signals.push(signal),
+            outputTail: () => '',
+          };
+        },
+        initTimeout: 1000,
+        cancelGrace: 300,
+        healthTimeout: 200,
+        stopTimeout: 1000,
+        maxCalls: 100,
+        ...options,
+      },
+    });
+    const emitted: Array<{ type: string; inFlight?: number; gone?: boolean; call?: WorkerCall }> =
+      [];
+    actor.on('*', (e) => emitted.push(e));
+    actor.start();
+    handlers!.message(READY);
+    const reply = (m: PythonMessage) => handlers!.message(m);
+    const exit = () => handlers!.exit({ exitCode: null, signal: 'SIGKILL' });
+    const flights = () =>
+      [...actor.getSnapshot().context.flights.values()].map(
+        (f) => `${f.call.id}${f.started ? 's' : 'w'}${f.cancelled ? 'c' : ''}`,
+      );
+    return { actor, sent, signals, clock, emitted, reply, exit, flights };
+  }
+  /** A call that records its settlement and when it was dispatched. */
+  function call(id: number) {
+    const log: string[] = [];
+    const c: WorkerCall = {
+      ...recordingCall(id, []),
+      dispatched: () => log.push('dispatched'),
+      resolve: (v) => log.push(`resolve ${v}`),
+      reject: (e) => log.push(`reject ${(e as Error).message}`),
+    };
+    return { call: c, log };
+  }
+  const err = (id: number) =>
+    ({ t: 'err', id, kind: 'cancelled', type: 'Cancelled', message: '', traceback: '' }) as const;
+
+  it('concurrency 2: two calls run at once; a third is bounced; each reply settles its own call', () => {
+    const w = worker({ maxInFlight: 2, serial: false });
+    const [a, b, c] = [call(1), call(2), call(3)];
+    w.actor.send({ type: 'call.start', call: a.call });
+    w.actor.send({ type: 'call.start', call: b.call });
+    expect(w.flights()).toEqual(['1s', '2s']);
+    expect(a.log).toEqual(['dispatched']);
+    expect(b.log).toEqual(['dispatched']);
+    w.actor.send({ type: 'call.start', call: c.call });
+    expect(w.emitted.at(-1)).toMatchObject({ type: 'worker.bounced', call: c.call, gone: false });
+    expect(c.log).toEqual([]);
+    w.reply({ t: 'ok', id: 2, v: 'two' });
+    // A place is free, the worker still busy.
+    expect(w.actor.getSnapshot().value).toEqual({ alive: 'busy' });
+    expect(w.emitted.at(-1)).toMatchObject({ type: 'worker.free', inFlight: 1 });
+    w.reply({ t: 'ok', id: 1, v: 'one' });
+    expect(w.actor.getSnapshot().value).toEqual({ alive: 'ready' });
+    expect(w.emitted.at(-1)).toMatchObject({ type: 'worker.free', inFlight: 0 });
+    expect(a.log).toEqual(['dispatched', 'resolve one']);
+    expect(b.log).toEqual(['dispatched', 'resolve two']);
+  });
+
+  it('a cancel not obeyed within cancelGrace kills the worker; the other call fails, naming it', () => {
+    const w = worker({ maxInFlight: 2, serial: false });
+    const [a, b] = [call(1), call(2)];
+    w.actor.send({ type: 'call.start', call: a.call });
+    w.actor.send({ type: 'call.start', call: b.call });
+    w.actor.send({ type: 'call.cancel', callId: 1 });
+    expect(w.sent.at(-1)).toEqual({ t: 'cancel', id: 1 });
+    expect(w.flights()).toEqual(['1sc', '2s']);
+    w.clock.increment(299);
+    expect(w.actor.getSnapshot().value).toEqual({ alive: 'busy' });
+    w.clock.increment(1);
+    expect(w.actor.getSnapshot().value).toEqual({ alive: 'killing' });
+    expect(w.signals).toEqual(['SIGKILL']);
+    // The cancelled call already had its answer (from the pool); the other one fails.
+    expect(a.log).toEqual(['dispatched']);
+    expect(b.log).toEqual([
+      'dispatched',
+      'reject Worker 4 (pid 7) was killed while it ran call 2: call 1 did not stop within 300 ms of its cancel (cancelGrace)',
+    ]);
+    w.exit();
+    expect(w.actor.getSnapshot().output).toMatchObject({ reason: 'killed' });
+    expect(w.actor.getSnapshot().output?.error?.message).toMatch(
+      /call 1 did not stop within 300 ms/,
+    );
+  });
+
+  it('a cancel acknowledged in time cancels its timer; the answer is not passed on', () => {
+    const w = worker();
+    const a = call(1);
+    w.actor.send({ type: 'call.start', call: a.call });
+    w.actor.send({ type: 'call.cancel', callId: 1 });
+    // A second cancel (timeout and abort racing) sends nothing more.
+    w.actor.send({ type: 'call.cancel', callId: 1 });
+    expect(w.sent.filter((m) => m.t === 'cancel')).toHaveLength(1);
+    w.reply(err(1));
+    expect(w.actor.getSnapshot().value).toEqual({ alive: 'ready' });
+    w.clock.increment(10_000);
+    expect(w.actor.getSnapshot().value).toEqual({ alive: 'ready' });
+    expect(a.log).toEqual(['dispatched']);
+    // A stale timer (sent by hand: the real one was cancelled) changes nothing.
+    w.actor.send({ type: 'cancel.expired', callId: 1 });
+    expect(w.actor.getSnapshot().value).toEqual({ alive: 'ready' });
+  });
+
+  it('health checks while ready and while busy: one ping at a time; the pong ends it; its timeout kills', () => {
+    const w = worker();
+    w.actor.send({ type: 'health.check' });
+    w.actor.send({ type: 'health.check' });
+    expect(w.sent.filter((m) => m.t === 'ping')).toEqual([{ t: 'ping', id: 1 }]);
+    expect(w.actor.getSnapshot().context.checking).toBe(true);
+    // A pong for another check changes nothing; the right one ends the check and its timer.
+    w.reply({ t: 'pong', id: 7 });
+    expect(w.actor.getSnapshot().context.checking).toBe(true);
+    w.reply({ t: 'pong', id: 1 });
+    expect(w.actor.getSnapshot().context.checking).toBe(false);
+    w.clock.increment(1000);
+    expect(w.actor.getSnapshot().value).toEqual({ alive: 'ready' });
+    // While busy: the timer kills the worker, and the call fails.
+    const a = call(1);
+    w.actor.send({ type: 'call.start', call: a.call });
+    w.actor.send({ type: 'health.check' });
+    expect(w.sent.at(-1)).toEqual({ t: 'ping', id: 2 });
+    // A timer of an earlier check (sent by hand) changes nothing.
+    w.actor.send({ type: 'health.timeout', pingId: 1 });
+    expect(w.actor.getSnapshot().value).toEqual({ alive: 'busy' });
+    w.clock.increment(200);
+    expect(w.actor.getSnapshot().value).toEqual({ alive: 'killing' });
+    expect(w.emitted.map((e) => e.type)).toContain('health.failed');
+    expect(a.log[1]).toMatch(/did not answer a health check within 200 ms/);
+    w.exit();
+    expect(w.actor.getSnapshot().output).toMatchObject({ reason: 'unresponsive' });
+  });
+
+  it('pipelining: a call handed early waits; it starts (and the source is told) when the one before it ends', () => {
+    const started: number[] = [];
+    const source: CallSource = {
+      waiting: () => false,
+      take: () => undefined,
+      started: (_w, _g, c) => started.push(c.id),
+    };
+    const w = worker({ maxInFlight: 2, calls: source });
+    const [a, b] = [call(1), call(2)];
+    w.actor.send({ type: 'call.start', call: a.call });
+    w.actor.send({ type: 'call.start', call: b.call });
+    // Both frames are sent; the second call waits in the process.
+    expect(w.sent.filter((m) => m.t === 'call').map((m) => m.id)).toEqual([1, 2]);
+    expect(w.flights()).toEqual(['1s', '2w']);
+    expect(b.log).toEqual([]);
+    w.reply({ t: 'ok', id: 1, v: 'one' });
+    expect(w.flights()).toEqual(['2s']);
+    expect(b.log).toEqual(['dispatched']);
+    expect(started).toEqual([2]);
+  });
+
+  it('pipelining: a call cancelled before it starts never starts; Python answers its cancel', () => {
+    const w = worker({ maxInFlight: 2 });
+    const [a, b] = [call(1), call(2)];
+    w.actor.send({ type: 'call.start', call: a.call });
+    w.actor.send({ type: 'call.start', call: b.call });
+    w.actor.send({ type: 'call.cancel', callId: 2 });
+    expect(w.flights()).toEqual(['1s', '2wc']);
+    w.reply(err(2));
+    expect(w.flights()).toEqual(['1s']);
+    w.reply({ t: 'ok', id: 1, v: 'one' });
+    expect(w.actor.getSnapshot().value).toEqual({ alive: 'ready' });
+    expect(b.log).toEqual([]);
+  });
+
+  it('pipelining: when the process dies, the running call fails and the waiting one is handed back (gone)', () => {
+    const w = worker({ maxInFlight: 2 });
+    const [a, b] = [call(1), call(2)];
+    w.actor.send({ type: 'call.start', call: a.call });
+    w.actor.send({ type: 'call.start', call: b.call });
+    w.exit();
+    expect(w.actor.getSnapshot().value).toBe('crashed');
+    expect(a.log[1]).toMatch(/^reject Worker 4 \(pid 7\)/);
+    expect(b.log).toEqual([]);
+    expect(w.emitted.at(-1)).toMatchObject({ type: 'worker.bounced', call: b.call, gone: true });
   });
 });
 
@@ -372,12 +581,13 @@ describe('worker machine: a transport that throws ends the worker, never the act
 
   describe.each(ENDINGS)('when the process, killed, %s', (ending) => {
     it.each([
-      ['call', []],
-      ['cancel', [{ type: 'call.cancel', callId: 1 }]],
-      ['credit', [{ type: 'stream.credit', callId: 1, n: 4 }]],
+      ['call', [], true],
+      // A cancelled call is not rejected: its caller had its answer when it gave up.
+      ['cancel', [{ type: 'call.cancel', callId: 1 }], false],
+      ['credit', [{ type: 'stream.credit', callId: 1, n: 4 }], true],
     ] as const)(
-      'sending the %s frame throws: the call rejected at once with the cause; crashed once the process is gone',
-      (frame, then) => {
+      'sending the %s frame throws: the call (unless cancelled) rejected at once with the cause; crashed once the process is gone',
+      (frame, then, rejected) => {
         const fake = new FakeProcess();
         fake.failOn.add(frame);
         const started = start(fake);
@@ -388,8 +598,8 @@ describe('worker machine: a transport that throws ends the worker, never the act
         for (const event of then) actor.send(event);
         // The call is rejected now; the process, which may still run, is being killed.
         killing(actor, errors);
-        expect(settled).toHaveLength(1);
-        expect(settled[0]!.how).toBe('reject');
+        expect(settled).toHaveLength(rejected ? 1 : 0);
+        if (rejected) expect(settled[0]!.how).toBe('reject');
         expect(fake.signals).toEqual(['SIGKILL']);
         const { value, output } = finish(ending, fake, started);
         expect(value).toBe('crashed');
@@ -401,7 +611,7 @@ describe('worker machine: a transport that throws ends the worker, never the act
           /^Worker 3 \(pid 7\) .*transport failed.*the transport broke/,
         );
         expect(output.error?.cause).toBe(fake.boom);
-        expect(settled).toEqual([{ how: 'reject', value: output.error }]);
+        expect(settled).toEqual(rejected ? [{ how: 'reject', value: output.error }] : []);
         expectGone(ending, fake, output, ['SIGKILL']);
       },
     );
@@ -570,7 +780,7 @@ describe('worker machine: a transport that throws ends the worker, never the act
       actors: { 'python process': fromEventObservable(() => events) as never },
     });
     const b = start(fake, failingLater);
-    expect(b.actor.getSnapshot().value).toEqual({ alive: { ready: 'idle' } });
+    expect(b.actor.getSnapshot().value).toEqual({ alive: 'ready' });
     const { call: c, settled } = call(1);
     b.actor.send({ type: 'call.start', call: c });
     fail(boom);
