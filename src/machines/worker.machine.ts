@@ -1,6 +1,5 @@
 import {
   type ActorRefFrom,
-  and,
   assign,
   emit,
   enqueueActions,
@@ -521,12 +520,12 @@ const HEALTH = {
  */
 const TERMINAL_REPLY = [
   {
-    guard: and(['reply is for the last call in flight', 'should retire']),
+    guard: 'the last call finished and the worker should retire',
     target: '#worker.alive.stopping',
     actions: ['settle reply', 'note retirement'],
   },
   {
-    guard: and(['reply is for a call in flight', 'a call is waiting']),
+    guard: 'a call finished and another is waiting',
     actions: ['settle reply', 'start waiting call'],
   },
   {
@@ -638,12 +637,16 @@ export const workerMachine = setup({
       context.checking && event.type === 'python.pong' && event.message.id === context.pingId,
     'the check timed out': ({ context, event }) =>
       context.checking && event.type === 'health.timeout' && event.pingId === context.pingId,
-    // Asked only right after a terminal reply freed a place.
-    'a call is waiting': ({ context }) =>
+    // Single guards rather than `and([...])`: these run on every reply.
+    'the last call finished and the worker should retire': ({ context, event }) =>
+      context.flights.size === 1 &&
+      flightOf(context, event) !== undefined &&
+      (context.stopReason !== null || context.calls >= context.input.maxCalls),
+    // Asks the router (without changing anything) whether a call waits for the place just freed.
+    'a call finished and another is waiting': ({ context, event }) =>
       context.stopReason === null &&
+      flightOf(context, event) !== undefined &&
       (context.input.calls?.waiting(context.workerId, context.generation) ?? false),
-    'should retire': ({ context }) =>
-      context.stopReason !== null || context.calls >= context.input.maxCalls,
     'ending is': ({ context }, params: { reason: WorkerExitReason }) =>
       context.ending?.reason === params.reason,
     'a process was spawned': ({ context }) => context.transport !== null,
