@@ -359,9 +359,10 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
   }
 
   /**
-   * The maintenance tick: forgets expired sessions, retires free workers past `maxAge`, and takes
-   * out the free workers due for a health check (`healthInterval` ms idle), which the supervisor
-   * then pings. A worker that passes comes back through {@link workerFree}.
+   * The maintenance tick: forgets expired sessions, retires workers past `maxAge` (busy ones stop
+   * once their calls finish), and returns the workers due for a health check: those that showed
+   * no sign of life for `healthInterval` ms, idle or busy. The supervisor pings them; they keep
+   * taking calls meanwhile, and one that fails the check is reported gone.
    */
   maintain(healthInterval: number | null): Maintenance<W> {
     const t = this.#hooks.now();
