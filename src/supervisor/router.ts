@@ -223,6 +223,11 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
         this.#dispatch(pinned, call);
         return;
       }
+      // Retired just now (due for replacement): its sessions may go anywhere.
+      if (!this.isCurrent(pinned)) {
+        this.route(call);
+        return;
+      }
     } else {
       const worker = this.#pickFree() ?? (this.queued < this.#maxQueue ? this.#pickEarly() : null);
       if (worker) {
@@ -430,9 +435,11 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
       if (!call) break;
       const pinned = this.#pinnedWorker(call);
       if (pinned && pinned !== worker) {
-        // Its session was pinned elsewhere after it was queued: wait there instead.
+        // Its session was pinned elsewhere after it was queued: wait there instead (unless that
+        // worker was retired just now: then it runs here).
         if (this.#hasRoom(pinned, limit) && pinned.accepting()) this.#dispatch(pinned, call);
-        else this.#queue.requeue(call, pinned.slot);
+        else if (this.isCurrent(pinned)) this.#queue.requeue(call, pinned.slot);
+        else this.#dispatch(worker, call);
         continue;
       }
       this.#dispatch(worker, call);

@@ -230,6 +230,30 @@ describe('Router', () => {
     expect(router.ready).toBe(1);
   });
 
+  it('a session pinned to a busy worker that is due for retirement moves on at once (concurrency 3)', () => {
+    const { router, join, retired, events } = setup({ slots: 2, maxCalls: 2, concurrency: 3 });
+    join(0);
+    join(1);
+    const calls = [1, 2, 3].map((i) => new FakeCall(i, 's'));
+    for (const c of calls) router.route(c);
+    const home = calls[0]!.workerId;
+    // The session's worker holds its first two calls, its last two by maxCalls: it still has a
+    // free place, but the third call does not wait for its replacement; it goes to the other
+    // worker, which the session now follows.
+    expect(calls[1]!.workerId).toBe(home);
+    expect(retired).toEqual([[home, 'maxCalls']]);
+    expect(calls[2]!.workerId).toBe(1 - home);
+    expect(router.queued).toBe(0);
+    expect(events).toEqual([
+      {
+        type: 'session.moved',
+        session: 's',
+        from: { workerId: home, generation: 1 },
+        to: { workerId: 1 - home, generation: 1 },
+      },
+    ]);
+  });
+
   it('retires a free worker past maxAge on the maintenance tick (injected clock)', () => {
     const { router, clock, join, retired } = setup({ slots: 2, maxAge: 5000 });
     join(0);
