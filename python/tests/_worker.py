@@ -83,18 +83,22 @@ class Worker(object):
     with the same pipes (a bare baseline for the benchmarks)."""
 
     def __init__(self, script, env=None, args=None, capture=False, python=None, use_m=True,
-                 code=None):
+                 code=None, site=False):
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = PYTHON_DIR
         full_env["PYVISOR_PARENT_PID"] = str(os.getpid())
         full_env.pop("PYVISOR_READER", None)
         full_env.update(env or {})
+        # -S (no `site`): the runtime needs nothing from site-packages, and on machines where a
+        # .pth file there imports something (certifi, ~60 ms per start here) hundreds of worker
+        # starts add up. The Node suite starts workers the normal way.
+        exe = [python or PYTHON, "-u"] + ([] if site else ["-S"])
         if code is not None:
-            argv = [python or PYTHON, "-u", "-c", code]
+            argv = exe + ["-c", code]
         elif use_m:
-            argv = [python or PYTHON, "-u", "-m", "pyvisor", script]
+            argv = exe + ["-m", "pyvisor", script]
         else:
-            argv = [python or PYTHON, "-u", os.path.join(PYTHON_DIR, "pyvisor", "__main__.py"), script]
+            argv = exe + [os.path.join(PYTHON_DIR, "pyvisor", "__main__.py"), script]
         req_r, self.req_w = os.pipe()
         self.rep_r, rep_w = os.pipe()
 

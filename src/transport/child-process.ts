@@ -100,9 +100,14 @@ class ChildProcessTransport implements WorkerTransport {
     child.on('exit', (exitCode, signal) => {
       this.#exit = { exitCode, signal };
       this.#drainTimer = setTimeout(() => {
-        this.#protocolOpen = false;
-        this.#outputOpen = 0;
-        this.#maybeReport();
+        // Timers run before I/O in an event-loop turn: after a stall longer than the drain time
+        // the last frames may still wait in the pipe, readable in this very turn. setImmediate
+        // runs after that turn's I/O, so they are read (and the pipes' ends seen) first.
+        setImmediate(() => {
+          this.#protocolOpen = false;
+          this.#outputOpen = 0;
+          this.#maybeReport();
+        });
       }, OUTPUT_DRAIN_MS);
       this.#maybeReport();
     });

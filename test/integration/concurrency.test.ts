@@ -206,11 +206,11 @@ describe('cancel, timeout and death with several calls in flight', () => {
     const running = allStarted(pool, ['t1']);
     const waiting = pool.call('whoami', ['g6', 't1']);
     await running;
-    // A one-second sleep in a thread while the loop serves the release and the waiting call.
-    const offloaded = pool.call('offload', [1]);
+    // A sleep in a thread while the loop serves the release and the waiting call.
+    const offloaded = pool.call('offload', [0.3]);
     await pool.call('release', ['g6']);
     expect(await waiting).toMatchObject({ tag: 't1' });
-    expect(await offloaded).toBe(1);
+    expect(await offloaded).toBe(0.3);
   });
 });
 
@@ -241,11 +241,11 @@ describe('health checks reach busy workers', () => {
     const [pid] = pids(pool);
     let failures = 0;
     pool.on('health.failed', () => failures++);
-    // One second in time.sleep on the loop's thread: about 50 pings meanwhile.
-    expect(await pool.call('block', [1])).toBe(1);
+    // Half a second in time.sleep on the loop's thread: a ping every 20 ms meanwhile.
+    expect(await pool.call('block', [0.5])).toBe(0.5);
     const serial = testPool({ healthCheck: { interval: 20, timeout: 2000 } });
     serial.on('health.failed', () => failures++);
-    expect(await serial.call('sleep', [1])).toBe(1);
+    expect(await serial.call('sleep', [0.5])).toBe(0.5);
     expect(failures).toBe(0);
     expect(pids(pool)).toEqual([pid]);
   });
