@@ -329,3 +329,24 @@ class Worker(object):
 
     def __exit__(self, *exc):
         self.close()
+
+
+class WorkerAsserts(object):
+    """Mixed into the tests' base classes: a ready worker, and checks of reply frames."""
+
+    def ready_worker(self, script=None, **kw):
+        w = self.worker(script, **kw)
+        w.ready_msg = w.ready()
+        return w
+
+    def assertOk(self, msg, value):
+        self.assertEqual(msg["t"], "ok", msg)
+        self.assertEqual(msg["v"], value)
+
+    def assertErr(self, msg, kind, type_name=None):
+        self.assertEqual(msg["t"], "err", msg)
+        self.assertEqual(msg["kind"], kind, msg)
+        if type_name is not None:
+            self.assertEqual(msg["type"], type_name, msg)
+        for field in ("message", "traceback"):
+            self.assertIsInstance(msg[field], str)

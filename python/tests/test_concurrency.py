@@ -19,7 +19,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _worker import HERE, Worker  # noqa: E402
+from _worker import HERE, Worker, WorkerAsserts  # noqa: E402
 
 OVERLAP = os.path.join(HERE, "fixtures", "overlap.py")
 SYNC_ONLY = os.path.join(HERE, "fixtures", "sync_only.py")
@@ -27,7 +27,7 @@ IS_LINUX = sys.platform.startswith("linux")
 TP = "00-0af7651916cd43dd8448eb211c80319c-%016x-01"
 
 
-class Base(object):
+class Base(WorkerAsserts):
     READER = None
     CONCURRENCY = None  # None: the variable is not set (serial mode)
 
@@ -42,21 +42,6 @@ class Base(object):
         w = Worker(script or OVERLAP, env=e, **kw)
         self.addCleanup(w.close)
         return w
-
-    def ready_worker(self, script=None, **kw):
-        w = self.worker(script, **kw)
-        w.ready_msg = w.ready()
-        return w
-
-    def assertOk(self, msg, value):
-        self.assertEqual(msg["t"], "ok", msg)
-        self.assertEqual(msg["v"], value)
-
-    def assertErr(self, msg, kind, type_name=None):
-        self.assertEqual(msg["t"], "err", msg)
-        self.assertEqual(msg["kind"], kind, msg)
-        if type_name is not None:
-            self.assertEqual(msg["type"], type_name, msg)
 
     def recv_all(self, w, n, timeout=10.0):
         """The next n frames, by id (a dict id -> list of frames)."""

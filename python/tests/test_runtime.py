@@ -22,7 +22,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _worker import HERE, PYTHON, Worker, binary_frames, fixture, frame  # noqa: E402
+from _worker import HERE, PYTHON, Worker, WorkerAsserts, binary_frames, fixture, frame  # noqa: E402
 
 EXTRA = os.path.join(HERE, "fixtures", "extra.py")
 RUNTIME_DIR = os.path.join(os.path.dirname(HERE), "pyvisor") + os.sep  # no frames from there
@@ -42,7 +42,7 @@ def pid_alive(pid):
         return False
 
 
-class Base(object):
+class Base(WorkerAsserts):
     """Mixed into one TestCase class per reader mode."""
 
     READER = None
@@ -57,15 +57,6 @@ class Base(object):
         w = Worker(script or EXTRA, env=e, **kw)
         self.addCleanup(w.close)
         return w
-
-    def ready_worker(self, script=None, **kw):
-        w = self.worker(script, **kw)
-        w.ready_msg = w.ready()
-        return w
-
-    def assertOk(self, msg, value):
-        self.assertEqual(msg["t"], "ok", msg)
-        self.assertEqual(msg["v"], value)
 
     def start_announced(self, w, fn, *args, **kw):
         """Start the call fn(*args) and return its id once the handler is running; with
@@ -85,14 +76,6 @@ class Base(object):
         self.assertEqual(w.wait_exit(), 3, data)
         w.finish_output()
         self.assertIn(b"protocol error", b"".join(w.stderr), data)
-
-    def assertErr(self, msg, kind, type_name=None):
-        self.assertEqual(msg["t"], "err", msg)
-        self.assertEqual(msg["kind"], kind, msg)
-        if type_name is not None:
-            self.assertEqual(msg["type"], type_name, msg)
-        for field in ("message", "traceback"):
-            self.assertIsInstance(msg[field], str)
 
     # -- start-up -----------------------------------------------------------------------------
 
