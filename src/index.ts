@@ -17,7 +17,12 @@ export {
   WorkerInitError,
 } from './errors.js';
 export type { WorkerExitReason } from './machines/worker.machine.js';
-export { type Inspector, sanitizeContext, sanitizeEvent } from './observe/inspect.js';
+export {
+  type Inspector,
+  sanitizeContext,
+  sanitizeEvent,
+  sanitizeSnapshot,
+} from './observe/inspect.js';
 export type { Logger } from './observe/logger.js';
 export type { PoolEvents, WorkerState } from './pool/events.js';
 export type {

@@ -41,7 +41,7 @@ async function run(cmd: string, args: string[], cwd: string): Promise<string> {
  */
 async function stage(): Promise<string> {
   const dir = join(work, 'stage');
-  for (const entry of ['package.json', 'README.md', 'LICENSE', 'python', 'examples']) {
+  for (const entry of ['package.json', 'README.md', 'LICENSE', 'python', 'examples', 'docs']) {
     if (existsSync(join(root, entry))) {
       cpSync(join(root, entry), join(dir, entry), {
         recursive: true,
@@ -78,12 +78,12 @@ describe('the npm package', () => {
       join(app, 'handlers.py'),
       'from pyvisor import handler\n\n@handler\ndef add(a, b):\n    return a + b\n',
     );
-    const source = `import { createPool, PyvisorError, type PoolStats } from 'pyvisor';
+    const source = `import { createPool, PyvisorError, sanitizeSnapshot, type PoolStats } from 'pyvisor';
 import { workerMachine } from 'pyvisor/machines';
 const pool = createPool({ script: './handlers.py', size: 1 });
-const sum: number = await pool.call<number>('add', [1, 2]);
+const sum: number = await pool.call<number>('add', [1], { kwargs: { b: 2 } });
 const stats: PoolStats = pool.stats();
-console.log(JSON.stringify({ sum, workers: stats.workers.length, machine: workerMachine.id, isError: new PyvisorError('ERR_PROTOCOL', 'x') instanceof Error }));
+console.log(JSON.stringify({ sum, workers: stats.workers.length, machine: workerMachine.id, isError: new PyvisorError('ERR_PROTOCOL', 'x') instanceof Error, sanitize: typeof sanitizeSnapshot }));
 await pool.close();
 `;
     writeFileSync(join(app, 'main.ts'), source);
@@ -121,6 +121,17 @@ await pool.close();
         .replace('<number>', ''),
     );
     const out = JSON.parse(await run(process.execPath, ['main.mjs'], app));
-    expect(out).toEqual({ sum: 3, workers: 1, machine: 'worker', isError: true });
+    expect(out).toEqual({
+      sum: 3,
+      workers: 1,
+      machine: 'worker',
+      isError: true,
+      sanitize: 'function',
+    });
+    // What the README links to ships with it.
+    const installed = join(app, 'node_modules', 'pyvisor');
+    for (const doc of ['api.md', 'architecture.md', 'cli.md', 'protocol.md', 'testing.md']) {
+      expect(existsSync(join(installed, 'docs', doc))).toBe(true);
+    }
   }, 300_000);
 });

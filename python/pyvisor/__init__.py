@@ -21,11 +21,13 @@ A handler file is an ordinary Python module::
     def load():              # runs once per worker, before it reports ready
         ...
 
-The Node side starts each worker as ``python3 -u -m pyvisor /abs/path/to/handlers.py``; the
-runtime that talks to Node lives in ``pyvisor._runtime`` (and the private modules it imports)
-and is only imported by the worker.
+The Node side starts each worker as ``python3 -u <pyvisor>/python/pyvisor/__main__.py
+/abs/path/to/handlers.py`` (``python3 -m pyvisor handlers.py`` does the same); the runtime that
+talks to Node lives in ``pyvisor._runtime`` (and the private modules it imports) and is only
+imported by the worker.
 Importing this module is cheap and has no side effects, so handler files can also be imported
-from plain Python (unit tests, notebooks): the decorators then only record the functions.
+from plain Python (unit tests, notebooks): the decorators then only record the functions. Put
+the directory that ``npx pyvisor python-path`` prints on ``PYTHONPATH`` for that.
 """
 
 import sys as _sys

@@ -33,7 +33,13 @@ from ._aio import CancelledError, call_var, cancelled_from, collect, get_loop
 from ._codec import _err_body, _exception_body, _unknown_handler_body, _value_body
 from ._connection import _send, _take_frame
 from ._fatal import _internal_error
-from ._serve import _AsyncGenType, _CoroutineType, _GeneratorType, _not_a_generator_body
+from ._serve import (
+    _AsyncGenType,
+    _CoroutineType,
+    _GeneratorType,
+    _not_a_generator_body,
+    with_kwargs,
+)
 from ._state import EXIT as _EXIT
 from ._state import state as _st
 from ._watch import _dispatch, _not_started_body, _require_int, _signal_cancel
@@ -213,6 +219,8 @@ async def _invoke(rec):
         return _unknown_handler_body(cid, name)
     fn, kind = entry
     args = msg["args"]
+    if msg.get("kw") is True:
+        fn, args = with_kwargs(fn, args)
     try:
         if rec.stream:
             if kind == _GEN:

@@ -25,7 +25,8 @@ Message types (one JSON object per frame; the field "t" names the type). See doc
 
   Node -> Python, read from the request pipe (fd 3 at exec, moved at start-up)
   ------------------------------------------------------------------------------------------
-  call        id:int fn:str args:list [stream:bool credit:int tp:str]   run fn(*args)
+  call        id:int fn:str args:list [stream:bool credit:int tp:str kw:true]   run fn(*args)
+                                         (with kw: fn(*args[:-1], **args[-1]))
   cancel      id:int                     interrupt call id if running; if not started yet,
                                          drop it and answer it at once
   credit      id:int n:int               streaming call id may send n more items

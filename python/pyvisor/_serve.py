@@ -146,6 +146,19 @@ def _collect_async_gen(agen):
 # Running one call.
 
 
+def with_kwargs(fn, args):
+    """A call with keyword arguments ("kw": they are the last element of args): fn with them
+    bound, and the positional arguments. The handler's kind (generator, coroutine...) is unchanged:
+    the wrapper returns what fn returns. Wrong keywords raise TypeError from fn, as in Python."""
+    kwargs = args.pop()
+
+    def call(*positional):
+        return fn(*positional, **kwargs)
+
+    return call, args
+
+
+
 def _invoke(cid, name, fn, kind, args, stream, _release=_rlock.release):
     """Run one call on the main thread; return its terminal reply body. Never raises.
 
@@ -282,7 +295,10 @@ def _serve():
         if epoll:
             st.armed = True
             ep_modify(in_fd, epollin)
-        reply = _invoke(cid, name, fn, kind, msg["args"], stream)  # releases rlock
+        args = msg["args"]
+        if msg.get("kw") is True:
+            fn, args = with_kwargs(fn, args)
+        reply = _invoke(cid, name, fn, kind, args, stream)  # releases rlock
         if st.forked:  # a child forked by the handler returned here: it is not the worker
             os._exit(0)
         rlock.acquire()

@@ -99,6 +99,10 @@ def _dispatch(msg):
                     problem = "a streaming call needs an integer 'credit' >= 0"
             elif stream is not None and stream is not False:
                 problem = "'stream' must be a boolean"
+            if problem is None and "kw" in msg:
+                args = msg["args"]
+                if msg["kw"] is not True or not args or args[-1].__class__ is not dict:
+                    problem = "with 'kw', the last element of 'args' must be an object"
         if problem is None:
             return msg
         _send(_err_body(cid, "bad_request", "BadRequest", "malformed call: " + problem, ""))

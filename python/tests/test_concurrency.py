@@ -335,6 +335,13 @@ class LoopModeTests(CommonTests):
 
     CONCURRENCY = 100
 
+    def test_keyword_arguments(self):
+        w = self.ready_worker()
+        msg = w.call("async_nap", {"seconds": 0}, kw=True)
+        self.assertOk(msg, msg["id"])  # it returns current_call().id
+        msg = w.call("async_nap", {"secs": 0}, kw=True)
+        self.assertErr(msg, "python", "TypeError")
+
     def test_async_calls_overlap(self):
         w = self.ready_worker()
         ids = [w.start_call("gate_wait", "g", tp=TP % i) for i in range(30)]

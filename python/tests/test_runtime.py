@@ -620,6 +620,30 @@ class Base(WorkerAsserts):
         self.assertOk(msg, 3)
         self.assertEqual(w.wait_exit(), 0)
 
+    def test_keyword_arguments(self):
+        w = self.ready_worker(fixture("handlers.py"))
+        # "kw": the last element of args holds the keyword arguments.
+        self.assertOk(w.call("add", 1, {"b": 2}, kw=True), 3)
+        self.assertOk(w.call("add", {"b": "y", "a": "x"}, kw=True), "xy")
+        msg = w.call("add", 1, {"c": 2}, kw=True)
+        self.assertErr(msg, "python", "TypeError")
+        self.assertIn("unexpected keyword argument 'c'", msg["message"])
+        # A generator (streamed) with keyword arguments: its kind is kept.
+        cid = w.start_call("count", {"n": 3}, kw=True, stream=True, credit=10)
+        items = [w.recv() for _ in range(4)]
+        self.assertEqual([m.get("v") for m in items[:3]], [0, 1, 2])
+        self.assertEqual(items[3], {"t": "end", "id": cid})
+        for bad in (
+            {"t": "call", "id": 900, "fn": "add", "args": [1, 2], "kw": True},
+            {"t": "call", "id": 901, "fn": "add", "args": [], "kw": True},
+            {"t": "call", "id": 902, "fn": "add", "args": [{"a": 1, "b": 2}], "kw": 1},
+        ):
+            w.send(bad)
+            msg = w.recv()
+            self.assertEqual(msg["id"], bad["id"])
+            self.assertErr(msg, "bad_request", "BadRequest")
+        self.assertOk(w.call("add", 1, 2), 3)
+
     def test_bad_request(self):
         w = self.ready_worker(fixture("handlers.py"))
         for bad in (

@@ -3,7 +3,7 @@
  */
 
 /** The commands of the `pyvisor` binary. */
-export type CommandName = 'demo' | 'doctor' | 'call' | 'stats' | 'inspect';
+export type CommandName = 'demo' | 'doctor' | 'call' | 'stats' | 'inspect' | 'python-path';
 
 interface CommandHelp {
   usage: string;
@@ -80,19 +80,22 @@ export const HELP: Readonly<Record<CommandName, CommandHelp>> = {
       PYTHON,
     ],
   },
+  'python-path': {
+    usage: 'pyvisor python-path',
+    summary:
+      'Prints the directory of pyvisor\'s Python package. Put it on PYTHONPATH to import handler files from plain Python (unit tests, notebooks): PYTHONPATH="$(npx pyvisor python-path)" python3 -m pytest',
+    flags: [],
+  },
 };
 
 /** Help of one command: usage, summary and flags. */
 export function commandHelp(name: CommandName): string {
   const { usage, summary, flags } = HELP[name];
-  const width = Math.max(...flags.map(([flag]) => flag.length));
-  return [
-    `usage: ${usage}`,
-    '',
-    summary,
-    '',
-    ...flags.map(([flag, text]) => `  ${flag.padEnd(width)}  ${text}`),
-  ].join('\n');
+  const width = Math.max(0, ...flags.map(([flag]) => flag.length));
+  const lines = [`usage: ${usage}`, '', summary];
+  if (flags.length > 0)
+    lines.push('', ...flags.map(([f, text]) => `  ${f.padEnd(width)}  ${text}`));
+  return lines.join('\n');
 }
 
 /** `pyvisor --help`. */

@@ -17,6 +17,7 @@ const COMMANDS: Record<CommandName, () => Promise<Command>> = {
   call: async () => (await import('./call.js')).call,
   stats: async () => (await import('./stats.js')).stats,
   inspect: async () => (await import('./inspect.js')).inspect,
+  'python-path': async () => (await import('./python-path.js')).pythonPath,
 };
 
 function version(): string {

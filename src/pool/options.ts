@@ -132,7 +132,8 @@ export interface NormalizedOptions {
 // Node's timers overflow above 2^31-1 ms and then fire immediately.
 const MAX_TIMER = 2 ** 31 - 1;
 
-function describe(value: unknown): string {
+/** A value as an error message shows it. */
+export function describe(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
   if (typeof value === 'bigint') return `${value}n`;
   if (value === null) return 'null';

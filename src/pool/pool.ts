@@ -29,7 +29,13 @@ import { resolveInterpreter } from '../transport/interpreter.js';
 import type { SpawnTransport } from '../transport/transport.js';
 import { type CallOwner, PendingCall, STREAM_WINDOW } from './call.js';
 import type { PoolEvents, WorkerState } from './events.js';
-import { duration, type NormalizedOptions, normalizeOptions, type PoolOptions } from './options.js';
+import {
+  describe,
+  duration,
+  type NormalizedOptions,
+  normalizeOptions,
+  type PoolOptions,
+} from './options.js';
 
 /** Options of one call. */
 export interface CallOptions {
@@ -39,6 +45,12 @@ export interface CallOptions {
   signal?: AbortSignal;
   /** Pins the call to the worker that served earlier calls with the same session id. */
   session?: string;
+  /**
+   * Keyword arguments: the handler is called as `fn(*args, **kwargs)`. A plain object; its values
+   * travel like `args` (JSON, binary values as raw bytes). Keywords the handler does not take
+   * fail as Python would: `ERR_PYTHON` with a `TypeError`.
+   */
+  kwargs?: Readonly<Record<string, unknown>>;
 }
 
 /** Options of {@link Pool.close}. */
@@ -341,7 +353,13 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       options.timeout === undefined
         ? this.options.callTimeout
         : duration('timeout', options.timeout, 0, { allowZero: false });
-    const { signal, session } = options;
+    const { signal, session, kwargs } = options;
+    if (kwargs !== undefined && !isPlainObject(kwargs)) {
+      throw new InvalidOptionError(
+        'kwargs',
+        `Expected \`kwargs\` to be a plain object of keyword arguments, got ${describe(kwargs)}`,
+      );
+    }
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw new InvalidOptionError('signal', 'Expected `signal` to be an AbortSignal');
     }
@@ -364,6 +382,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
           id,
           fn,
           args,
+          kwargs,
           streamCredit: stream ? STREAM_WINDOW : undefined,
           traceparent: telemetry?.traceparent,
         },
@@ -517,6 +536,13 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
   #syncWorkerStates(): void {
     for (const update of this.#workerSync.values()) update();
   }
+}
+
+/** An object literal (or one made with a null prototype): what keyword arguments can be. */
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null) return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
 }
 
 function checkScript(script: string): void {

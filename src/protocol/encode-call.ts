@@ -8,6 +8,8 @@ export interface CallToEncode {
   id: number;
   fn: string;
   args: readonly unknown[];
+  /** Keyword arguments, or undefined. */
+  kwargs?: Readonly<Record<string, unknown>> | undefined;
   /** Credit of a stream call (its first window of items); absent for a plain call. */
   streamCredit: number | undefined;
   /** W3C traceparent of the call's span. */
@@ -20,7 +22,10 @@ export interface CallToEncode {
  * binary value larger than `maxMessageSize`.
  */
 export function encodeCall(call: CallToEncode, maxMessageSize: number): Buffer | Buffer[] {
-  const { id, fn, args } = call;
+  const { id, fn, kwargs } = call;
+  // Keyword arguments travel as a last element of `args` (flagged by `kw`), so binary values in
+  // them take the same path as those in positional arguments.
+  const args = kwargs === undefined ? call.args : [...call.args, kwargs];
   let binary: BinaryArgs | null = null;
   let json: string;
   // One try and no closure: this runs for every call.
@@ -38,6 +43,8 @@ export function encodeCall(call: CallToEncode, maxMessageSize: number): Buffer |
       request.credit = call.streamCredit;
     }
     if (call.traceparent) request.tp = call.traceparent;
+    if (kwargs !== undefined) request.kw = true;
+    // `b` comes last: Python reads it from the end of a frame it cannot decode.
     if (binary) request.b = binary.attachments.length;
     json = JSON.stringify(request);
   } catch (cause) {

@@ -33,6 +33,8 @@ export interface CallRequest {
   stream?: boolean;
   credit?: number;
   tp?: string;
+  /** The last element of `args` is a dict of keyword arguments: Python calls `fn(*args[:-1], **args[-1])`. */
+  kw?: true;
   /** Number of attachment frames that follow (binary values in `args`); absent when none. */
   b?: number;
 }

@@ -51,6 +51,32 @@ describe('a pool of real Python workers', () => {
     expect(await pool.call('count', [3])).toEqual([0, 1, 2]);
   });
 
+  it('passes keyword arguments (kwargs) to calls and streams; wrong ones fail as in Python', async () => {
+    const pool = testPool({});
+    expect(await pool.call('add', [1], { kwargs: { b: 2 } })).toBe(3);
+    expect(await pool.call('add', [], { kwargs: { b: 'y', a: 'x' } })).toBe('xy');
+    // Binary values in kwargs travel as raw bytes, like those in args.
+    expect(await pool.call('echo', [], { kwargs: { x: Buffer.from('raw') } })).toEqual(
+      Buffer.from('raw'),
+    );
+    const items: number[] = [];
+    for await (const n of pool.stream<number>('count', [], { kwargs: { n: 3 } })) items.push(n);
+    expect(items).toEqual([0, 1, 2]);
+    const error = await pool.call('add', [1], { kwargs: { c: 2 } }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PythonError);
+    expect((error as PythonError).code).toBe('ERR_PYTHON');
+    expect((error as PythonError).pythonType).toBe('TypeError');
+    expect((error as PythonError).message).toContain("unexpected keyword argument 'c'");
+    for (const kwargs of [null, [1], 'b=2', new Map([['b', 2]])]) {
+      await expect(
+        pool.call('add', [1], { kwargs: kwargs as unknown as Record<string, unknown> }),
+      ).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION', option: 'kwargs' });
+    }
+    // And in a concurrent pool (the event loop's path).
+    const aio = testPool({ script: fixture('aio.py'), concurrency: 4 });
+    expect(await aio.call('nap', [], { kwargs: { seconds: 0, tag: null } })).toBe(0);
+  });
+
   it('rejects handler exceptions with ERR_PYTHON and the Python traceback', async () => {
     const pool = testPool({});
     const error = await pool.call('fail', ['boom']).catch((e: unknown) => e);
