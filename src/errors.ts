@@ -251,12 +251,22 @@ export class InvalidOptionError extends PyvisorError {
 /** The Python interpreter could not be found or run (`ERR_PYTHON_NOT_FOUND`). */
 export class PythonNotFoundError extends PyvisorError {
   readonly python: string;
-  constructor(python: string, cause?: unknown) {
+  /** The `PATH` that was searched for a bare name (`python3`); undefined for a path. */
+  readonly searchedPath: string | undefined;
+  constructor(python: string, cause?: unknown, searchedPath?: string) {
+    let where = '';
+    if (searchedPath === '') {
+      where =
+        " (the workers' PATH is empty: did `env` replace the environment, with `extendEnv: false`?)";
+    } else if (searchedPath !== undefined) {
+      where = ` (searched the workers' PATH: ${searchedPath})`;
+    }
     super(
       'ERR_PYTHON_NOT_FOUND',
-      `Python interpreter '${python}' could not be run. Set the \`python\` option or PYVISOR_PYTHON to a Python 3.9+ executable.`,
+      `Python interpreter '${python}' could not be run${where}. Set the \`python\` option or PYVISOR_PYTHON to a Python 3.9+ executable.`,
       { cause },
     );
     this.python = python;
+    this.searchedPath = searchedPath;
   }
 }

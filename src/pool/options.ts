@@ -59,8 +59,13 @@ export interface PoolOptions {
   pipeline?: boolean;
   /** Python interpreter. Default `PYVISOR_PYTHON`, else `python3`; resolved once to the real binary. */
   python?: string;
-  /** Environment of the workers. Default `process.env`. */
+  /**
+   * Environment variables of the workers, added to `process.env` (like execa); a variable set to
+   * `undefined` is left out. With `extendEnv: false` it is the workers' whole environment.
+   */
   env?: NodeJS.ProcessEnv;
+  /** Whether `env` extends `process.env` (default `true`) or replaces it (`false`). */
+  extendEnv?: boolean;
   /** Working directory of the workers. Default `process.cwd()`. */
   cwd?: string;
   /** Pool name, used in stats, events and telemetry. Default `pyvisor`. */
@@ -249,6 +254,7 @@ const KNOWN = new Set([
   'pipeline',
   'python',
   'env',
+  'extendEnv',
   'cwd',
   'name',
   'lazy',
@@ -327,8 +333,10 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
   const cwd = resolve(str('cwd', input.cwd, process.cwd()));
   const scriptArg = str('script', input.script, '');
   const script = isAbsolute(scriptArg) ? scriptArg : resolve(cwd, scriptArg);
-  const env = input.env === undefined ? process.env : object<NodeJS.ProcessEnv>('env', input.env);
-  checkEnv(env);
+  // The user's variables are checked; process.env is passed on as it is.
+  const own = input.env === undefined ? {} : object<NodeJS.ProcessEnv>('env', input.env);
+  checkEnv(own);
+  const env = input.extendEnv === false ? own : { ...process.env, ...own };
   const health =
     input.healthCheck === false
       ? false
@@ -341,7 +349,7 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
   ]);
   const circuit = object<CircuitOptions>('circuit', input.circuit, ['threshold', 'resetTimeout']);
   const recycle = object<RecycleOptions>('recycle', input.recycle, ['maxCalls', 'maxAge']);
-  for (const key of ['lazy', 'pipeline'] as const) {
+  for (const key of ['lazy', 'pipeline', 'extendEnv'] as const) {
     if (input[key] !== undefined && typeof input[key] !== 'boolean') {
       throw new InvalidOptionError(
         key,

@@ -69,7 +69,7 @@ export type WorkerStats = SlotView;
 export interface PoolStats {
   name: string;
   state: PoolState;
-  /** Calls waiting for a worker. */
+  /** Calls waiting to start: in the queue, or handed early to a busy worker (pipelining). */
   queued: number;
   /** Exactly one entry per slot. */
   workers: WorkerStats[];

@@ -95,7 +95,11 @@ async function resolveUncached(
     if (!executable) throw new Error('sys.executable is empty');
     return executable;
   } catch (cause) {
-    throw new PythonNotFoundError(python, cause);
+    throw new PythonNotFoundError(
+      python,
+      cause,
+      python.includes('/') ? undefined : (env.PATH ?? ''),
+    );
   }
 }
 

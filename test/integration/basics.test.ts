@@ -1,8 +1,11 @@
+import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import {
   createPool,
   InvalidOptionError,
   PythonError,
+  type PythonNotFoundError,
+  type PyvisorError,
   SerializationError,
   UnknownHandlerError,
 } from '../../src/index.js';
@@ -75,6 +78,42 @@ describe('a pool of real Python workers', () => {
     // And in a concurrent pool (the event loop's path).
     const aio = testPool({ script: fixture('aio.py'), concurrency: 4 });
     expect(await aio.call('nap', [], { kwargs: { seconds: 0, tag: null } })).toBe(0);
+  });
+
+  it('env extends process.env (like execa); extendEnv: false replaces it; a missing interpreter names the PATH searched', async () => {
+    const pool = testPool({ env: { PYVISOR_TEST_FOO: '1', HOME: undefined } });
+    const seen = (await pool.call('getenv', [['PYVISOR_TEST_FOO', 'PATH', 'HOME']])) as Record<
+      string,
+      string | null
+    >;
+    expect(seen).toEqual({ PYVISOR_TEST_FOO: '1', PATH: process.env.PATH ?? null, HOME: null });
+
+    const python = execFileSync(process.env.PYVISOR_PYTHON || 'python3', [
+      '-c',
+      'import sys; print(sys.executable)',
+    ])
+      .toString()
+      .trim();
+    const only = testPool({ python, extendEnv: false, env: { PYVISOR_TEST_FOO: '2' } });
+    expect(await only.call('getenv', [['PYVISOR_TEST_FOO', 'PATH']])).toEqual({
+      PYVISOR_TEST_FOO: '2',
+      PATH: null,
+    });
+
+    // A bare interpreter name and no PATH: the error says why.
+    const noPath = testPool({ python: 'python3', extendEnv: false, env: { A: '1' } });
+    const error = (await noPath.ready().catch((e: unknown) => e)) as PyvisorError;
+    expect(error.code).toBe('ERR_POOL_FAILED');
+    const cause = error.cause as PythonNotFoundError;
+    expect(cause.code).toBe('ERR_PYTHON_NOT_FOUND');
+    expect(cause.message).toContain("the workers' PATH is empty");
+    const badPath = testPool({ python: 'python3', env: { PATH: '/no/such/dir' } });
+    const error2 = (await badPath.ready().catch((e: unknown) => e)) as PyvisorError;
+    expect((error2.cause as PythonNotFoundError).message).toContain(
+      "searched the workers' PATH: /no/such/dir",
+    );
+    expect((error2.cause as PythonNotFoundError).searchedPath).toBe('/no/such/dir');
+    expect(() => testPool({ extendEnv: 'no' as unknown as boolean })).toThrow(InvalidOptionError);
   });
 
   it('rejects handler exceptions with ERR_PYTHON and the Python traceback', async () => {
