@@ -12,6 +12,7 @@
  * Prints µs of Node CPU and wall time per call for each, interleaved over --rounds. Several
  * comma-separated --lib values are interleaved in one process: the way to A/B a change to src/
  * on a noisy machine (build the change elsewhere with tsc, keep a `python` symlink beside it).
+ * PYVISOR_BENCH_OPTIONS='{"pipeline":false}' adds pool options (JSON) to every pyvisor pool.
  */
 import { parseArgs } from 'node:util';
 import type { PythonMessage } from '../src/protocol/index.js';

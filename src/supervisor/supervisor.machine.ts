@@ -817,11 +817,12 @@ export interface SlotView {
   /** Pid of the slot's current process, or null between processes. */
   pid: number | null;
   state: WorkerState;
-  /** Calls dispatched to this slot, over all its processes. */
+  /** Calls that started on this slot, over all its processes. */
   calls: number;
   /**
-   * Calls in flight on the slot's process now: running (up to `concurrency`), or handed to it
-   * early by pipelining, or cancelled and not yet acknowledged. `state` is `busy` while it is ≥ 1.
+   * Calls running on the slot's process now (up to `concurrency`; a cancelled one until Python
+   * acknowledges the cancel). A call handed to it early by pipelining counts once it starts, and
+   * in the pool's `queued` until then. `state` is `busy` while it is ≥ 1.
    */
   inFlight: number;
   /** Processes started in this slot after the first. */
