@@ -103,6 +103,14 @@ export interface RouterView {
   callsOf(slot: number): number;
 }
 
+/**
+ * Calls a busy worker may be handed early, beyond its `concurrency` places: one with pipelining on
+ * a serial worker, else none. The one rule for the router's count and the worker's capacity.
+ */
+export function earlyCalls(concurrency: number, pipeline: boolean | undefined): number {
+  return pipeline && concurrency === 1 ? 1 : 0;
+}
+
 /** What the maintenance tick found. */
 export interface Maintenance<W> {
   /** Sessions that expired (now forgotten). */
@@ -161,7 +169,7 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     this.#hooks = hooks;
     this.#maxQueue = options.maxQueue;
     this.#places = Math.max(1, options.concurrency ?? 1);
-    this.#extra = options.pipeline && this.#places === 1 ? 1 : 0;
+    this.#extra = earlyCalls(this.#places, options.pipeline);
     this.#recycle = options.recycle;
     this.#agesOut = Number.isFinite(options.recycle.maxAge);
     this.#queue = new CheckoutQueue<C>(options.slots);

@@ -43,7 +43,13 @@ import { workerSpawnSpec } from '../transport/spawn-spec.js';
 import type { SpawnSpec, SpawnTransport } from '../transport/transport.js';
 import { backoffDelay } from './backoff.js';
 import { RestartIntensity } from './restart-intensity.js';
-import { type RetireWhy, type RoutedWorker, Router, type RouterEvent } from './router.js';
+import {
+  earlyCalls,
+  type RetireWhy,
+  type RoutedWorker,
+  Router,
+  type RouterEvent,
+} from './router.js';
 
 const WORKER_DONE = 'xstate.done.actor.worker-';
 
@@ -317,7 +323,7 @@ function startWorker(context: SupervisorContext, enqueue: Enqueue, slot: Slot): 
         stopTimeout: options.stopTimeout,
         // recycle.maxCalls is applied by the router, which counts calls as it routes them.
         maxCalls: Number.POSITIVE_INFINITY,
-        maxInFlight: options.concurrency + (options.pipeline && options.concurrency === 1 ? 1 : 0),
+        maxInFlight: options.concurrency + earlyCalls(options.concurrency, options.pipeline),
         serial: options.concurrency === 1,
         calls: {
           waiting: () => router.hasCallFor(worker),
