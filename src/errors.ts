@@ -202,8 +202,16 @@ export class CircuitOpenError extends PyvisorError {
 
 /** Workers crashed more than `restart.maxRestarts` times within `restart.period` (`ERR_POOL_FAILED`). */
 export class PoolFailedError extends PyvisorError {
-  constructor(message: string, cause?: unknown) {
+  /**
+   * When the pool starts its workers again (epoch ms, like `Date.now()`), for a pool cooling down
+   * after too many crashes (`restart.coolDown`); undefined for a failure it does not recover from.
+   * A server can turn it into a `Retry-After` header.
+   */
+  readonly retryAt: number | undefined;
+
+  constructor(message: string, cause?: unknown, options: { retryAt?: number } = {}) {
     super('ERR_POOL_FAILED', message, { cause });
+    this.retryAt = options.retryAt;
   }
 }
 

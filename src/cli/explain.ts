@@ -135,7 +135,11 @@ export function explain(error: unknown, context: ExplainContext = {}): Explanati
       }
       return {
         ...base,
-        summary: 'the pool failed: workers crashed too often (restart intensity exceeded)',
+        summary:
+          'the pool failed: workers crashed too often (restart intensity exceeded)' +
+          ((e as { retryAt?: number }).retryAt === undefined
+            ? ''
+            : '; it starts its workers again after a cool-down (restart.coolDown)'),
         evidence:
           e.cause instanceof Error
             ? [{ title: 'last crash', text: (e.cause as Error).message }]

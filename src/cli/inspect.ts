@@ -33,6 +33,9 @@ function narrate(pool: Pool, s: Style): void {
   );
   pool.on('circuit.change', (e) => log(`  ${s.yellow('⚡')} circuit breaker ${e.state}`));
   pool.on('pool.failed', (e) => log(`  ${s.red('✗')} pool failed: ${explain(e.error).summary}`));
+  pool.on('pool.recovered', (e) =>
+    log(`  ${s.green('✓')} pool recovered after ${Math.round(e.downMs)} ms; starting workers`),
+  );
 }
 
 /** Calls `fn(...args)` on every worker, with a pause between calls, until `stopped()`. */

@@ -10,8 +10,19 @@ export type { WorkerState } from '../machines/worker-state.js';
 export interface PoolEvents {
   /** Every worker is ready (again). */
   'pool.ready': (event: { name: string }) => void;
-  /** The pool failed (restart intensity exceeded, or no interpreter): every call now rejects. */
+  /**
+   * The pool failed: every call now rejects with `ERR_POOL_FAILED`. After too many crashes
+   * (restart intensity) this lasts a cool-down (`error.retryAt` says until when), then the pool
+   * starts its workers again and emits `pool.recovered`. Without an interpreter, or after a bug
+   * in pyvisor, it is final.
+   */
   'pool.failed': (event: { error: PyvisorError }) => void;
+  /**
+   * The cool-down after a `pool.failed` is over: the pool takes calls again and starts new workers
+   * (`pool.ready` follows once they are all ready). `downMs` is how long it was failed; `trips`
+   * counts the failures in a row (each one doubles the next cool-down).
+   */
+  'pool.recovered': (event: { name: string; downMs: number; trips: number }) => void;
   /** A worker slot changed state. */
   'worker.state': (event: {
     workerId: number;

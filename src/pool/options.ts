@@ -19,10 +19,20 @@ export interface RestartOptions {
   minDelay?: number;
   /** Upper bound of the backoff delay, ms. Default 10000. */
   maxDelay?: number;
-  /** More than this many crashes of ready workers within `period` fail the pool. Default 20. */
+  /**
+   * More than this many crashes of ready workers within `period` put the pool in `failed` for a
+   * cool-down (see `coolDown`). Default 20.
+   */
   maxRestarts?: number;
   /** Window for `maxRestarts`, ms. Default 60000. */
   period?: number;
+  /**
+   * How long the pool stays `failed` after exceeding the restart intensity before it starts its
+   * workers again by itself (`pool.recovered`), ms. Doubles on each repeat, up to 10 minutes (or
+   * `coolDown` if larger), and is back to its first value once the pool has run a whole `period`
+   * without failing. `Infinity` keeps the pool failed until it is closed. Default 30000.
+   */
+  coolDown?: number;
 }
 
 /** Circuit breaker on start failures. */
@@ -100,6 +110,18 @@ export interface PoolOptions {
   outputLines?: number;
   /** Receives structured records (pino-style `info/warn/error(object, message)`), stderr lines included. */
   logger?: Logger;
+  /**
+   * Whether the pool keeps Node's event loop alive while nothing is pending. Default `false`: an
+   * idle pool lets a script exit when its work is done (its workers end with it), while a call,
+   * `ready()` or `close()` is pending the pool holds the event loop open. `true` keeps the loop
+   * open until `close()`, like a server socket.
+   */
+  keepAlive?: boolean;
+  /**
+   * Whether errors of `call()` and `stream()` carry the caller's stack (the line that made the
+   * call) below their own message. Default `true`; costs well under a microsecond per call.
+   */
+  callSiteStacks?: boolean;
 }
 
 /** Fully defaulted, validated and frozen options. */
@@ -124,6 +146,7 @@ export interface NormalizedOptions {
     readonly maxDelay: number;
     readonly maxRestarts: number;
     readonly period: number;
+    readonly coolDown: number;
   };
   readonly circuit: { readonly threshold: number; readonly resetTimeout: number };
   readonly recycle: { readonly maxCalls: number; readonly maxAge: number };
@@ -132,6 +155,8 @@ export interface NormalizedOptions {
   readonly maxMessageSize: number;
   readonly outputLines: number;
   readonly logger: Logger | undefined;
+  readonly keepAlive: boolean;
+  readonly callSiteStacks: boolean;
 }
 
 // Node's timers overflow above 2^31-1 ms and then fire immediately.
@@ -272,6 +297,8 @@ const KNOWN = new Set([
   'maxMessageSize',
   'outputLines',
   'logger',
+  'keepAlive',
+  'callSiteStacks',
   'inspect',
 ]);
 
@@ -346,10 +373,11 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
     'maxDelay',
     'maxRestarts',
     'period',
+    'coolDown',
   ]);
   const circuit = object<CircuitOptions>('circuit', input.circuit, ['threshold', 'resetTimeout']);
   const recycle = object<RecycleOptions>('recycle', input.recycle, ['maxCalls', 'maxAge']);
-  for (const key of ['lazy', 'pipeline', 'extendEnv'] as const) {
+  for (const key of ['lazy', 'pipeline', 'extendEnv', 'keepAlive', 'callSiteStacks'] as const) {
     if (input[key] !== undefined && typeof input[key] !== 'boolean') {
       throw new InvalidOptionError(
         key,
@@ -392,6 +420,10 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
       maxDelay,
       maxRestarts: integer('restart.maxRestarts', restart.maxRestarts, 20, 0),
       period: duration('restart.period', restart.period, 60_000, { allowZero: false }),
+      coolDown:
+        restart.coolDown === Number.POSITIVE_INFINITY
+          ? Number.POSITIVE_INFINITY
+          : duration('restart.coolDown', restart.coolDown, 30_000),
     }),
     circuit: Object.freeze({
       threshold: integer('circuit.threshold', circuit.threshold, 5, 1),
@@ -411,6 +443,8 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
     maxMessageSize: integer('maxMessageSize', input.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE, 16),
     outputLines: integer('outputLines', input.outputLines, 50, 0),
     logger: logger('logger', input.logger),
+    keepAlive: input.keepAlive ?? false,
+    callSiteStacks: input.callSiteStacks ?? true,
   };
   if (options.concurrency > MAX_CONCURRENCY) {
     throw new InvalidOptionError(

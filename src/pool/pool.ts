@@ -451,6 +451,9 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
         this.#rejectReadyWaiters(event.error);
         this.emit('pool.failed', { error: event.error });
         break;
+      case 'pool.recovered':
+        this.emit('pool.recovered', { name: this.name, downMs: event.downMs, trips: event.trips });
+        break;
       case 'pool.circuitOpen':
         this.#rejectReadyWaiters(event.error);
         break;

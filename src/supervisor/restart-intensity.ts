@@ -26,6 +26,11 @@ export class RestartIntensity {
     return inWindow > this.#maxRestarts;
   }
 
+  /** Forgets every restart (the pool starts over after a cool-down). */
+  clear(): void {
+    this.#times.length = 0;
+  }
+
   /** Restarts counted in the current window. */
   get count(): number {
     return this.#times.length;

@@ -420,6 +420,11 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     }
   }
 
+  /** The pool takes calls again after {@link stop} (it recovered from a cool-down). */
+  resume(): void {
+    this.#stopped = null;
+  }
+
   // --- internals ---------------------------------------------------------------------------
 
   /**

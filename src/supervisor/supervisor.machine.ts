@@ -106,6 +106,8 @@ export interface Slot {
   restartPending: boolean;
   /** Waiting for the circuit breaker to allow a start. */
   blocked: boolean;
+  /** When a retiring worker of this slot was last health-checked (`now()` clock). */
+  checkedAt: number;
 }
 
 /** Input of {@link supervisorMachine}. */
@@ -148,6 +150,12 @@ export interface SupervisorContext {
   probe: number | null;
   lastStartError: PyvisorError | null;
   failure: PyvisorError | null;
+  /** Restart-intensity trips in a row (reset once the pool ran a whole `period` after one). */
+  trips: number;
+  /** When the pool last came back from a cool-down (`now()` clock), or null. */
+  recoveredAt: number | null;
+  /** The current cool-down: its length and when it began (`now()` clock); null when up. */
+  coolDown: { ms: number; since: number } | null;
 }
 
 /** Events the supervisor receives. */
@@ -156,6 +164,8 @@ export type SupervisorEvent =
   | { type: 'restart.due'; slot: number }
   | { type: 'close.deadline' }
   | { type: 'maintenance.tick' }
+  /** The cool-down after a restart-intensity trip is over: the pool starts its workers again. */
+  | { type: 'coolDown.expired' }
   /** A worker machine reached its final state (raised from its done event, see below). */
   | { type: 'worker.exited'; exit: WorkerExit }
   /** A child reached its final state: a worker (its id starts with `worker-`) or nothing else. */
@@ -175,6 +185,7 @@ export const SUPERVISOR_EVENT_TYPES = Object.keys({
   'restart.due': true,
   'close.deadline': true,
   'maintenance.tick': true,
+  'coolDown.expired': true,
   'worker.exited': true,
   'xstate.error.actor.*': true,
   'xstate.done.actor.*': true,
@@ -194,6 +205,7 @@ export const SUPERVISOR_EVENT_TYPES = Object.keys({
 export type SupervisorEmitted =
   | { type: 'pool.ready' }
   | { type: 'pool.failed'; error: PyvisorError }
+  | { type: 'pool.recovered'; downMs: number; trips: number }
   | { type: 'pool.circuitOpen'; error: CircuitOpenError }
   | { type: 'worker.exited'; exit: WorkerExit }
   | {
@@ -381,10 +393,29 @@ function isStartFailure(exit: WorkerExit): boolean {
   return !exit.wasReady && exit.reason !== 'stopped' && exit.reason !== 'killed';
 }
 
+// Planned replacements are not crashes: recycling, a kill after a cancel's grace, and a kill for
+// an unanswered health check (pyvisor chose to end those processes; their calls say why).
 function isCrash(exit: WorkerExit): boolean {
+  return exit.wasReady && (exit.reason === 'crashed' || exit.reason === 'protocolError');
+}
+
+// Cool-downs double on each trip in a row, up to this (or `restart.coolDown` if larger).
+const MAX_COOL_DOWN = 10 * 60_000;
+
+/** The cool-down after trip number `trips` (1 for the first), ms. */
+export function coolDownDelay(trips: number, coolDown: number): number {
+  if (!Number.isFinite(coolDown)) return coolDown;
+  return Math.min(coolDown * 2 ** Math.min(trips - 1, 30), Math.max(MAX_COOL_DOWN, coolDown));
+}
+
+/** Whether this exit is one crash too many for the restart intensity. */
+function intensityExceeded(context: SupervisorContext, event: SupervisorEvent): boolean {
+  if (event.type !== 'worker.exited') return false;
+  const { exit } = event;
   return (
-    exit.wasReady &&
-    (exit.reason === 'crashed' || exit.reason === 'unresponsive' || exit.reason === 'protocolError')
+    context.slots[exit.workerId]?.worker?.generation === exit.generation &&
+    isCrash(exit) &&
+    context.intensity.wouldExceed(context.now())
   );
 }
 
@@ -427,6 +458,8 @@ const WINDING_DOWN = {
   'xstate.error.actor.*': { actions: 'release failed workers' },
   // Restarts were cancelled on entry; a timer that fired in the same step is stale.
   'restart.due': {},
+  // Only a cooling-down pool waits for it (its child state takes it); closing, it is stale.
+  'coolDown.expired': {},
   // Every worker is stopping: nothing to check, retire or forget.
   'maintenance.tick': {},
   // The worker is being stopped anyway; its exit follows.
@@ -465,15 +498,9 @@ export const supervisorMachine = setup({
         context.router.ready + 1 === context.options.size
       );
     },
-    'restart intensity exceeded': ({ context, event }) => {
-      if (event.type !== 'worker.exited') return false;
-      const { exit } = event;
-      return (
-        context.slots[exit.workerId]?.worker?.generation === exit.generation &&
-        isCrash(exit) &&
-        context.intensity.wouldExceed(context.now())
-      );
-    },
+    'restart intensity exceeded and the pool cools down': ({ context, event }) =>
+      Number.isFinite(context.options.restart.coolDown) && intensityExceeded(context, event),
+    'restart intensity exceeded': ({ context, event }) => intensityExceeded(context, event),
     'no worker left': ({ context }) => context.slots.every((slot) => slot.worker === null),
     // Workers are the only children that finish: the circuit and the ticker run until stopped,
     // and the interpreter lookup's done event is handled by its invoke.
@@ -573,12 +600,44 @@ export const supervisorMachine = setup({
     }),
     'fail the pool': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
-      const { maxRestarts, period } = context.options.restart;
+      const { maxRestarts, period, coolDown } = context.options.restart;
+      const now = context.now();
+      // A pool that ran a whole period since it last recovered starts over at the first delay.
+      if (context.recoveredAt !== null && now - context.recoveredAt >= period) context.trips = 0;
+      context.trips++;
+      const ms = coolDownDelay(context.trips, coolDown);
+      const recovers = Number.isFinite(ms);
+      context.coolDown = recovers ? { ms, since: now } : null;
+      const message = `The pool failed: workers crashed more than ${maxRestarts} times within ${period} ms (restart.maxRestarts / restart.period)`;
       context.failure = new PoolFailedError(
-        `The pool failed: workers crashed more than ${maxRestarts} times within ${period} ms (restart.maxRestarts / restart.period)`,
+        recovers
+          ? `${message}; it starts its workers again in ${ms} ms (restart.coolDown)`
+          : message,
         event.type === 'worker.exited' ? event.exit.error : undefined,
+        recovers ? { retryAt: Date.now() + ms } : undefined,
       );
       enqueue.emit({ type: 'pool.failed', error: context.failure });
+    }),
+    'schedule recovery': enqueueActions(({ context, enqueue: raw }) => {
+      const enqueue = effects(raw);
+      const ms = context.coolDown?.ms ?? 0;
+      enqueue.raise({ type: 'coolDown.expired' }, { delay: ms, id: 'cool-down' });
+    }),
+    // The cool-down is over and every old worker is gone: a fresh start, as if the pool was new.
+    recover: enqueueActions(({ context, enqueue: raw }) => {
+      const enqueue = effects(raw);
+      const now = context.now();
+      const downMs = context.coolDown ? now - context.coolDown.since : 0;
+      context.failure = null;
+      context.coolDown = null;
+      context.recoveredAt = now;
+      context.intensity.clear();
+      context.router.resume();
+      for (const slot of context.slots) {
+        slot.failures = 0;
+        startIfAllowed(context, enqueue, slot);
+      }
+      enqueue.emit({ type: 'pool.recovered', downMs, trips: context.trips });
     }),
     'fail the pool for a child error': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
@@ -630,6 +689,23 @@ export const supervisorMachine = setup({
       );
       for (const session of expired) enqueue.emit({ type: 'session.expired', session });
       for (const worker of toCheck) {
+        enqueue.sendTo(worker.ref, { type: 'health.check' } satisfies WorkerEvent);
+      }
+      // A retiring worker (recycled while busy) left the router but still runs calls: it is
+      // checked too, or one stuck in C code would hold its slot for good.
+      if (!healthCheck) return;
+      const now = context.now();
+      for (const slot of context.slots) {
+        const worker = slot.worker;
+        if (
+          !worker ||
+          context.router.isCurrent(worker) ||
+          now - slot.checkedAt < healthCheck.interval
+        ) {
+          continue;
+        }
+        if (workerStateOf(worker.ref.getSnapshot()) !== 'busy') continue;
+        slot.checkedAt = now;
         enqueue.sendTo(worker.ref, { type: 'health.check' } satisfies WorkerEvent);
       }
     }),
@@ -688,6 +764,7 @@ export const supervisorMachine = setup({
       failures: 0,
       restartPending: false,
       blocked: false,
+      checkedAt: 0,
     }));
     const live = (): SupervisorContext => (self as AnyActorRef).getSnapshot().context;
     return {
@@ -735,6 +812,9 @@ export const supervisorMachine = setup({
       probe: null,
       lastStartError: null,
       failure: null,
+      trips: 0,
+      recoveredAt: null,
+      coolDown: null,
     };
   },
   initial: 'up',
@@ -769,6 +849,11 @@ export const supervisorMachine = setup({
         'health.failed': { actions: 'report health failure' },
         'worker.exited': [
           {
+            guard: 'restart intensity exceeded and the pool cools down',
+            target: 'failed.coolingDown',
+            actions: ['release worker', 'fail the pool'],
+          },
+          {
             guard: 'restart intensity exceeded',
             target: 'failed',
             actions: ['release worker', 'fail the pool'],
@@ -785,10 +870,30 @@ export const supervisorMachine = setup({
         'pool.close': { target: 'closing' },
         // Raised only while closing.
         'close.deadline': {},
+        // Raised only while cooling down; the pool is up again only after it.
+        'coolDown.expired': {},
       },
     },
+    // Calls fail fast with ERR_POOL_FAILED. After a restart-intensity trip the pool waits out a
+    // cool-down, then starts its workers again; other failures (no interpreter, a bug) are final.
     failed: {
       entry: 'shut down for failure',
+      initial: 'forGood',
+      states: {
+        forGood: {},
+        coolingDown: {
+          entry: 'schedule recovery',
+          on: { 'coolDown.expired': { target: 'waitingForExits' } },
+        },
+        // Old workers finish their calls and exit before the new ones start.
+        waitingForExits: {
+          always: {
+            guard: 'no worker left',
+            target: '#supervisor.up.starting',
+            actions: 'recover',
+          },
+        },
+      },
       on: {
         ...WINDING_DOWN,
         'pool.close': { target: 'closing' },

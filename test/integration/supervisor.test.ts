@@ -8,7 +8,16 @@ import {
   PoolFailedError,
   WorkerInitError,
 } from '../../src/index.js';
-import { allGone, fixture, isAlive, nextEvent, pids, testPool, until } from '../helpers.js';
+import {
+  allGone,
+  fixture,
+  isAlive,
+  nextEvent,
+  pids,
+  started,
+  testPool,
+  until,
+} from '../helpers.js';
 
 const scriptable = fixture('scriptable.py');
 
@@ -144,6 +153,74 @@ describe('start failures and the circuit breaker', () => {
     expect(pool.stats().state).toBe('failed');
     await expect(pool.call('add', [1, 2])).rejects.toMatchObject({ code: 'ERR_POOL_FAILED' });
     await expect(pool.ready()).rejects.toMatchObject({ code: 'ERR_POOL_FAILED' });
+  });
+
+  it('after a cool-down the pool starts its workers again by itself (pool.recovered) and serves calls', async () => {
+    const pool = testPool({
+      size: 2,
+      restart: { minDelay: 1, maxDelay: 5, maxRestarts: 2, period: 60_000, coolDown: 300 },
+    });
+    await pool.ready();
+    const oldPids = pids(pool);
+    const failed = nextEvent(pool, 'pool.failed');
+    const recovered = nextEvent(pool, 'pool.recovered');
+    // Bad input from one client: every call makes its worker exit.
+    const crashes = [0, 1, 2].map(() => pool.call('crash', [3]).catch((e: unknown) => e));
+    const { error } = await failed;
+    expect(error).toBeInstanceOf(PoolFailedError);
+    expect(error.message).toContain('starts its workers again in 300 ms (restart.coolDown)');
+    const retryAt = (error as PoolFailedError).retryAt!;
+    expect(retryAt).toBeGreaterThan(Date.now() - 1000);
+    // Calls fail fast while it cools down.
+    const refused = await pool.call('add', [1, 2]).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: 'ERR_POOL_FAILED', retryAt });
+    const back = await recovered;
+    expect(back).toMatchObject({ name: pool.name, trips: 1 });
+    expect(back.downMs).toBeGreaterThanOrEqual(300);
+    await pool.ready();
+    expect(pool.stats().state).toBe('running');
+    expect(await pool.call('add', [1, 2])).toBe(3);
+    // The old processes are gone; the new ones are new.
+    await allGone(oldPids);
+    expect(pids(pool).some((pid) => oldPids.includes(pid))).toBe(false);
+    for (const outcome of await Promise.all(crashes)) {
+      expect(['ERR_WORKER_CRASHED', 'ERR_POOL_FAILED']).toContain(
+        (outcome as { code?: string }).code,
+      );
+    }
+    await pool.close();
+  });
+
+  it('planned replacements never count as crashes: recycling, cancel-grace kills, health-check kills', async () => {
+    // maxRestarts 0: one crash would fail the pool for good.
+    const pool = testPool({
+      size: 1,
+      restart: { maxRestarts: 0, coolDown: Number.POSITIVE_INFINITY },
+      recycle: { maxCalls: 2 },
+      cancelGrace: 50,
+      healthCheck: { interval: 100, timeout: 300 },
+    });
+    await pool.ready();
+    const exits: string[] = [];
+    pool.on('worker.exit', (e) => exits.push(e.reason));
+    for (let i = 0; i < 4; i++) expect(await pool.call('add', [i, 1])).toBe(i + 1); // 2 recycles
+    // A handler that ignores its cancel is killed after cancelGrace.
+    const running = started(pool, 'g');
+    const abort = new AbortController();
+    const swallowed = pool.call('swallow', [30, 'g'], { signal: abort.signal });
+    await running;
+    abort.abort();
+    await expect(swallowed).rejects.toMatchObject({ name: 'AbortError' });
+    await until(pool, () => exits.includes('killed'));
+    expect(await pool.call('add', [1, 1])).toBe(2);
+    // A worker stuck in C code holding the GIL answers no health check: it is killed.
+    const stuck = await pool.call('hang_c').catch((e: unknown) => e);
+    expect(stuck).toMatchObject({ code: 'ERR_WORKER_CRASHED' });
+    await until(pool, () => exits.includes('unresponsive'));
+    expect(await pool.call('add', [2, 2])).toBe(4);
+    expect(pool.state).toBe('running');
+    expect(exits.filter((r) => r === 'stopped').length).toBeGreaterThanOrEqual(2);
+    await pool.close();
   });
 
   it('a missing interpreter fails the pool with a clear cause', async () => {

@@ -10,14 +10,16 @@ import {
 import { atomicStates, missingTransitions } from './completeness.js';
 
 describe('every event has an explicit transition in every state', () => {
-  it('supervisor: up (resolving, starting, running), failed, closing', () => {
+  it('supervisor: up (resolving, starting, running), failed (forGood, coolingDown, waitingForExits), closing', () => {
     const ids = atomicStates(supervisorMachine.root).map((s) => s.id);
     expect(ids.sort()).toEqual(
       [
         'supervisor.up.resolving',
         'supervisor.up.starting',
         'supervisor.up.running',
-        'supervisor.failed',
+        'supervisor.failed.forGood',
+        'supervisor.failed.coolingDown',
+        'supervisor.failed.waitingForExits',
         'supervisor.closing',
         'supervisor.closed',
       ].sort(),

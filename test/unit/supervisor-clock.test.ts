@@ -114,6 +114,56 @@ describe('supervisor timing (simulated clock)', () => {
     h.actor.stop();
   });
 
+  it('a restart-intensity trip fails the pool for a cool-down that doubles, then resets after a healthy period', async () => {
+    const h = harness({
+      restart: { minDelay: 10, maxDelay: 10, maxRestarts: 0, period: 5000, coolDown: 1000 },
+    });
+    h.actor.start();
+    await h.settle();
+    const phase = () => viewOf(h.actor.getSnapshot()).phase;
+    const trip = (proc: FakeProcess, cooling: number) => {
+      h.ready(proc);
+      expect(phase()).toBe('running');
+      const before = h.procs.length;
+      h.die(proc);
+      expect(phase()).toBe('failed');
+      expect(h.actor.getSnapshot().matches({ failed: 'coolingDown' })).toBe(true);
+      const failure = h.actor.getSnapshot().context.failure!;
+      expect(failure.message).toContain(`again in ${cooling} ms (restart.coolDown)`);
+      expect((failure as { retryAt?: number }).retryAt).toBeGreaterThan(Date.now());
+      h.clock.increment(cooling - 1);
+      expect(h.procs).toHaveLength(before);
+      expect(h.emitted.filter((e) => e.type === 'pool.recovered')).toHaveLength(before - 1);
+      h.clock.increment(1);
+      expect(h.procs).toHaveLength(before + 1); // started again by itself
+      expect(phase()).toBe('starting');
+      expect(h.emitted.at(-1)).toMatchObject({ type: 'pool.recovered', downMs: cooling });
+    };
+    trip(h.procs[0]!, 1000);
+    h.clock.increment(100);
+    trip(h.procs[1]!, 2000); // again within a period of recovering: twice as long
+    h.clock.increment(100);
+    trip(h.procs[2]!, 4000);
+    h.clock.increment(5000); // a healthy period: back to the first delay
+    trip(h.procs[3]!, 1000);
+    h.ready(h.procs[4]!);
+    expect(phase()).toBe('running');
+    h.actor.stop();
+  });
+
+  it('restart.coolDown: Infinity keeps the pool failed until it is closed', async () => {
+    const h = harness({ restart: { maxRestarts: 0, coolDown: Number.POSITIVE_INFINITY } });
+    h.actor.start();
+    await h.settle();
+    h.ready(h.procs[0]!);
+    h.die(h.procs[0]!);
+    expect(h.actor.getSnapshot().matches({ failed: 'forGood' })).toBe(true);
+    expect((h.actor.getSnapshot().context.failure as { retryAt?: number }).retryAt).toBeUndefined();
+    h.clock.increment(3_600_000);
+    expect(h.procs).toHaveLength(1);
+    h.actor.stop();
+  });
+
   it('opens the breaker after threshold start failures and probes once per resetTimeout', async () => {
     const h = harness({
       restart: { minDelay: 10, maxDelay: 10 },
