@@ -13,6 +13,8 @@
  * comma-separated --lib values are interleaved in one process: the way to A/B a change to src/
  * on a noisy machine (build the change elsewhere with tsc, keep a `python` symlink beside it).
  * PYVISOR_BENCH_OPTIONS='{"pipeline":false}' adds pool options (JSON) to every pyvisor pool.
+ * --also '{"callSiteStacks":false}' adds a pool of the first --lib with those options, interleaved
+ * with the others: the cost of one option, side by side.
  */
 import { parseArgs } from 'node:util';
 import type { PythonMessage } from '../src/protocol/index.js';
@@ -27,6 +29,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     lib: { type: 'string', default: '../src/index.js' },
     only: { type: 'string' },
+    also: { type: 'string' },
   },
 });
 const calls = Number(values.calls);
@@ -104,26 +107,27 @@ function barePool(n: number) {
     });
 }
 
-const pools = loaded.map(({ createPool }) =>
+const poolOf = ({ createPool }: Lib, extra: object = {}) =>
   createPool({
     script: new URL('./handlers.py', import.meta.url).pathname,
     size,
     spawn: fakeSpawn,
     healthCheck: false,
     ...(process.env.PYVISOR_BENCH_OPTIONS ? JSON.parse(process.env.PYVISOR_BENCH_OPTIONS) : {}),
-  }),
-);
+    ...extra,
+  });
+const pools = loaded.map((lib) => poolOf(lib));
+const names = libs.map((lib) => (libs.length > 1 ? `pyvisor[${lib}]` : 'pyvisor'));
+if (values.also) {
+  pools.push(poolOf(loaded[0]!, JSON.parse(values.also) as object));
+  names.push(`pyvisor+${values.also}`);
+}
 await Promise.all(pools.map((p) => p.ready()));
 const bare = barePool(size);
 type Variant = [string, () => Promise<unknown>];
 const variants: Variant[] = [
   ['bare', bare] as Variant,
-  ...pools.map(
-    (pool, i): Variant => [
-      libs.length > 1 ? `pyvisor[${libs[i]}]` : 'pyvisor',
-      () => pool.call('add', [1, 2]),
-    ],
-  ),
+  ...pools.map((pool, i): Variant => [names[i]!, () => pool.call('add', [1, 2])]),
 ].filter(([name]) => !values.only || name.startsWith(values.only));
 
 async function block(call: () => Promise<unknown>, n: number) {
@@ -150,7 +154,7 @@ for (const [name, list] of Object.entries(res)) {
   const cpu = list.map((x) => x.cpu);
   const wall = list.map((x) => x.wall);
   console.log(
-    `${name.padEnd(libs.length > 1 ? 40 : 8)} Node CPU ${median(cpu).toFixed(2)} µs/call (min ${min(cpu).toFixed(2)}), wall ${median(wall).toFixed(2)} µs/call (min ${min(wall).toFixed(2)})  [size ${size}, concurrency ${concurrency}, ${calls} calls × ${rounds}]`,
+    `${name.padEnd(names.length > 1 ? 40 : 8)} Node CPU ${median(cpu).toFixed(2)} µs/call (min ${min(cpu).toFixed(2)}), wall ${median(wall).toFixed(2)} µs/call (min ${min(wall).toFixed(2)})  [size ${size}, concurrency ${concurrency}, ${calls} calls × ${rounds}]`,
   );
 }
 await Promise.all(pools.map((p) => p.close()));

@@ -13,6 +13,8 @@ export interface CallWorker {
 export interface CallOwner {
   /** The call settled early (timeout, abort, stream left): drop it from the queue or cancel it. */
   abandon(call: PendingCall): void;
+  /** A call that held the event loop open (see {@link PendingCall.holdsLoop}) settled. */
+  settled(call: PendingCall): void;
 }
 
 export interface CallInit {
@@ -61,6 +63,8 @@ export class PendingCall {
   workerId = -1;
   startedAt = 0;
   worker: CallWorker | null = null;
+  /** The pool holds Node's event loop open for it until it settles. */
+  holdsLoop = false;
   readonly #owner: CallOwner;
   readonly #telemetry: CallTelemetry | null;
   readonly #signal: AbortSignal | undefined;
@@ -247,6 +251,10 @@ export class PendingCall {
 
   #finish(outcome: string, error: unknown): void {
     this.phase = 'done';
+    if (this.holdsLoop) {
+      this.holdsLoop = false;
+      this.#owner.settled(this);
+    }
     this.#telemetry?.settled(outcome, error, performance.now() - this.createdAt);
     if (this.#deadline) clearTimeout(this.#deadline);
     if (this.#checkoutTimer) clearTimeout(this.#checkoutTimer);

@@ -28,7 +28,9 @@ import { spawnChildProcess } from '../transport/child-process.js';
 import { resolveInterpreter } from '../transport/interpreter.js';
 import type { SpawnTransport } from '../transport/transport.js';
 import { type CallOwner, PendingCall, STREAM_WINDOW } from './call.js';
+import { withCallSite } from './call-site.js';
 import type { PoolEvents, WorkerState } from './events.js';
+import { LoopHold, unrefClock } from './loop-hold.js';
 import {
   describe,
   duration,
@@ -112,9 +114,13 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
   /** The state updater of each slot's current worker, once it has started. */
   readonly #workerSync = new Map<number, () => void>();
   readonly #telemetry: PoolTelemetry;
+  readonly #hold: LoopHold;
   #done!: () => void;
   readonly #whenDone = new Promise<void>((resolve) => {
-    this.#done = resolve;
+    this.#done = () => {
+      this.#hold.end();
+      resolve();
+    };
   });
 
   /** @internal Use {@link createPool}. */
@@ -123,7 +129,11 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     this.options = normalizeOptions(options);
     checkScript(this.options.script);
     this.#workerStates = Array.from({ length: this.options.size }, () => 'stopped' as WorkerState);
-    this.#owner = { abandon: (call) => abandonCall(this.#actor, call) };
+    this.#hold = new LoopHold(this.options.keepAlive);
+    this.#owner = {
+      abandon: (call) => abandonCall(this.#actor, call),
+      settled: () => this.#hold.release(),
+    };
     this.#telemetry = new PoolTelemetry(this.options.name, {
       queued: () => viewOf(this.#actor.getSnapshot()).queued,
       workersByState: () => {
@@ -134,6 +144,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     });
     const inspect = internals.inspect;
     this.#actor = createActor(supervisorMachine, {
+      clock: unrefClock,
       input: {
         options: this.options,
         spawn: internals.spawn ?? spawnChildProcess,
@@ -191,7 +202,20 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     }
     if (view.phase === 'failed') return Promise.reject(this.#failureOf(view.failure));
     if (view.allReady) return Promise.resolve();
-    return new Promise((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
+    const hold = this.#hold;
+    hold.acquire();
+    return new Promise((resolve, reject) =>
+      this.#readyWaiters.push({
+        resolve: () => {
+          hold.release();
+          resolve();
+        },
+        reject: (error) => {
+          hold.release();
+          reject(error);
+        },
+      }),
+    );
   }
 
   /**
@@ -207,14 +231,15 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     args: readonly unknown[] = [],
     options: CallOptions = {},
   ): Promise<T> {
-    let call: PendingCall;
+    let promise: Promise<T>;
     try {
-      call = this.#makeCall(fn, args, options, false);
+      const call = this.#makeCall(fn, args, options, false);
+      this.#submit(call);
+      promise = call.promise as Promise<T>;
     } catch (error) {
-      return Promise.reject(error);
+      promise = Promise.reject(error);
     }
-    this.#submit(call);
-    return call.promise as Promise<T>;
+    return this.options.callSiteStacks ? withCallSite(promise) : promise;
   }
 
   /**
@@ -240,19 +265,21 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       failure = error;
     }
     let submitted = false;
+    const next = (): Promise<IteratorResult<T>> => {
+      if (!call) {
+        const error = failure;
+        failure = null;
+        return error ? Promise.reject(error) : Promise.resolve({ done: true, value: undefined });
+      }
+      if (!submitted) {
+        submitted = true;
+        this.#submit(call);
+      }
+      return call.next() as Promise<IteratorResult<T>>;
+    };
+    const sited = this.options.callSiteStacks;
     const iterator: AsyncIterableIterator<T> = {
-      next: () => {
-        if (!call) {
-          const error = failure;
-          failure = null;
-          return error ? Promise.reject(error) : Promise.resolve({ done: true, value: undefined });
-        }
-        if (!submitted) {
-          submitted = true;
-          this.#submit(call);
-        }
-        return call.next() as Promise<IteratorResult<T>>;
-      },
+      next: () => (sited ? withCallSite(next()) : next()),
       return: () => {
         if (call && submitted) return call.return() as Promise<IteratorResult<T>>;
         // Never started: nothing to cancel in Python, but its timers must go.
@@ -314,6 +341,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       this.#closing = Promise.resolve();
       return this.#closing;
     }
+    this.#hold.acquire(); // until done, which ends the hold
     this.#closing = (async () => {
       this.#send({ type: 'pool.close', timeout });
       await this.#whenDone;
@@ -329,6 +357,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
   #start(): void {
     if (this.#started || this.#closed) return;
     this.#started = true;
+    this.#hold.start();
     this.#actor.start();
   }
 
@@ -412,6 +441,9 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       return;
     }
     this.#start();
+    if (call.settled) return;
+    call.holdsLoop = true;
+    this.#hold.acquire();
     submitCall(this.#actor, call);
   }
 

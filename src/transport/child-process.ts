@@ -58,6 +58,10 @@ class ChildProcessTransport implements WorkerTransport {
     });
     const child = this.#child;
     const stdio = child.stdio as unknown as [null, Readable, Readable, Writable, Readable];
+    // Whether Node stays alive is the pool's decision (src/pool/loop-hold.ts): neither the
+    // process nor its pipes hold the event loop open.
+    child.unref();
+    for (const stream of stdio) (stream as { unref?: () => void } | null)?.unref?.();
     this.#requests = stdio[3];
     const replies = stdio[4];
     // A worker that dies mid-write gives EPIPE on the request pipe; the exit event reports it.
@@ -71,7 +75,7 @@ class ChildProcessTransport implements WorkerTransport {
         // that is still alive after a grace period closed its reply pipe and can never answer.
         this.#eofTimer = setTimeout(() => {
           if (!this.#exit) this.#fail(new ProtocolError('Worker closed its reply pipe (fd 4)'));
-        }, REPLY_EOF_GRACE_MS);
+        }, REPLY_EOF_GRACE_MS).unref();
       }
       this.#maybeReport();
     });
@@ -108,7 +112,7 @@ class ChildProcessTransport implements WorkerTransport {
           this.#outputOpen = 0;
           this.#maybeReport();
         });
-      }, OUTPUT_DRAIN_MS);
+      }, OUTPUT_DRAIN_MS).unref();
       this.#maybeReport();
     });
   }

@@ -87,7 +87,7 @@ function call(id: number, session?: string) {
     timeout: undefined,
     checkoutTimeout: undefined,
     signal: undefined,
-    owner: { abandon: () => {} },
+    owner: { abandon: () => {}, settled: () => {} },
     telemetry: null,
   });
 }
