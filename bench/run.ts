@@ -5,7 +5,7 @@
  *        [--reps N] [--build | --lib /path/to/a/build/index.js]
  *
  *   --quick   fewer calls and repetitions (about a minute instead of about five)
- *   --only    some of: latency, throughput, async, startup, payload, recovery, peers
+ *   --only    some of: latency, throughput, async, startup, payload, values, recovery, peers
  *   --build   measure src/ compiled by tsc (what ships) instead of src/ through tsx
  *   PYVISOR_BENCH_PEERS=DIR  where python-shell / pythonia are installed, if not in node_modules
  *
@@ -52,7 +52,16 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SCRIPT = fileURLToPath(new URL('./handlers.py', import.meta.url));
 const RESULTS = join(ROOT, 'bench', 'results', 'latest.json');
 const DOC = join(ROOT, 'docs', 'benchmarks.md');
-const ALL = ['latency', 'throughput', 'async', 'startup', 'payload', 'recovery', 'peers'] as const;
+const ALL = [
+  'latency',
+  'throughput',
+  'async',
+  'startup',
+  'payload',
+  'values',
+  'recovery',
+  'peers',
+] as const;
 type BenchId = (typeof ALL)[number];
 
 const { values: flags } = parseArgs({
@@ -719,6 +728,98 @@ async function benchPayload(python: string): Promise<Section> {
 }
 
 // ------------------------------------------------------------------------------------------
+// 4b. Values: a numpy array as an NDArray against the same array as nested lists
+
+async function benchValues(python: string): Promise<Section> {
+  const reps = REPS;
+  const title = '4b. Values (a 1000×1000 float64 numpy array: NDArray vs .tolist(); ms per call)';
+  const columns = ['result', 'ms per call', 'MB/s', 'tolist / NDArray'];
+  try {
+    execFileSync(python, ['-c', 'import numpy'], { stdio: 'ignore' });
+  } catch {
+    log('  values: skipped (numpy is not importable)');
+    return section('values', title, 0, {
+      columns,
+      rows: [],
+      notes: [`Skipped: \`${python} -c "import numpy"\` failed (numpy is not installed).`],
+      targets: [
+        {
+          name: '1000×1000 float64 result as NDArray',
+          target: '≥ 10× faster than .tolist()',
+          measured: 'not measured (no numpy)',
+          met: null,
+        },
+      ],
+      data: null,
+    });
+  }
+  const calls = { ndarray: QUICK ? 10 : 30, tolist: QUICK ? 2 : 5 };
+  const bytes = 8e6; // 10⁶ float64 elements
+  const pool = newPool(1);
+  await pool.ready();
+  const variants = [
+    {
+      name: 'ndarray' as const,
+      call: async () => {
+        const m = (await pool.call('matrix')) as { shape: number[]; data: Float64Array };
+        if (m.data.length !== 1e6 || m.shape[0] !== 1000 || !(m.data instanceof Float64Array)) {
+          throw new Error('matrix did not return a 1000×1000 Float64Array NDArray');
+        }
+      },
+    },
+    {
+      name: 'tolist' as const,
+      call: async () => {
+        const m = (await pool.call('matrix_list')) as number[][];
+        if (m.length !== 1000 || m[999]!.length !== 1000) {
+          throw new Error('matrix_list did not return 1000 lists of 1000 numbers');
+        }
+      },
+    },
+  ];
+  // Warm-up; the first call also builds the matrix (cached in the worker, outside the timing).
+  for (const v of variants) await v.call();
+  const times: Record<'ndarray' | 'tolist', number[]> = { ndarray: [], tolist: [] };
+  for (let r = 0; r < reps; r++) {
+    for (const v of order(variants, r)) {
+      const each: number[] = [];
+      for (let i = 0; i < calls[v.name]; i++) {
+        const t0 = performance.now();
+        await v.call();
+        each.push(performance.now() - t0);
+      }
+      times[v.name].push(median(each));
+    }
+  }
+  await pool.close();
+  const nd = median(times.ndarray);
+  const tl = median(times.tolist);
+  const speedup = ratioSummary(times.tolist.map((x, i) => x / times.ndarray[i]!));
+  const mbps = (ms: number) => fmt(bytes / 1e6 / (ms / 1000));
+  log(`  values: NDArray ${fmt(nd, 2)} ms, tolist() ${fmt(tl, 2)} ms, ${fmtRatio(speedup.median)}`);
+  return section('values', title, reps, {
+    columns,
+    rows: [
+      ['NDArray (`return arr`)', fmt(nd, 2), mbps(nd), '1.00×'],
+      ['nested lists (`return arr.tolist()`)', fmt(tl, 2), mbps(tl), speedup.text],
+    ],
+    notes: [
+      `${reps} interleaved blocks (NDArray: ${calls.ndarray} calls, tolist: ${calls.tolist} calls); the block's median call, then the median over blocks. MB/s = the array's 8 MB of float64 data per call. The array is built once per worker (bench/handlers.py) and not timed; \`.tolist()\` is timed, as it is part of returning an array that way.`,
+      'NDArray: the result arrives as { dtype, shape, data: Float64Array } with data a view on the attachment (docs/values.md). tolist: 10⁶ Python floats encoded as JSON text, parsed by JSON.parse into 1000 arrays.',
+    ],
+    targets: [
+      {
+        name: '1000×1000 float64 result as NDArray',
+        target: '≥ 10× faster than .tolist()',
+        measured: `${fmtRatio(speedup.median)} (${fmt(nd, 2)} ms vs ${fmt(tl, 2)} ms)`,
+        met: speedup.median >= 10,
+      },
+    ],
+    data: { calls, times },
+  });
+}
+
+// ------------------------------------------------------------------------------------------
 // 5. Recovery
 
 interface Recovery {
@@ -1191,6 +1292,7 @@ const BENCHES: Record<BenchId, (python: string) => Promise<Section>> = {
   async: benchAsync,
   startup: benchStartup,
   payload: benchPayload,
+  values: benchValues,
   recovery: benchRecovery,
   peers: benchPeers,
 };

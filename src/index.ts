@@ -41,3 +41,12 @@ export type {
   WorkerStats,
 } from './pool/pool.js';
 export { createPool, Pool } from './pool/pool.js';
+export {
+  isNDArray,
+  type NDArray,
+  type NDArrayData,
+  type NDArrayDType,
+  type NDArrayDTypeOf,
+  type NDArrayTypedArray,
+  ndarray,
+} from './protocol/ndarray.js';

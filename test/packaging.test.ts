@@ -78,12 +78,13 @@ describe('the npm package', () => {
       join(app, 'handlers.py'),
       'from pyvisor import handler\n\n@handler\ndef add(a, b):\n    return a + b\n',
     );
-    const source = `import { createPool, PyvisorError, sanitizeSnapshot, type PoolStats } from 'pyvisor';
+    const source = `import { createPool, ndarray, PyvisorError, sanitizeSnapshot, type NDArray, type PoolStats } from 'pyvisor';
 import { workerMachine } from 'pyvisor/machines';
 const pool = createPool({ script: './handlers.py', size: 1 });
 const sum: number = await pool.call<number>('add', [1], { kwargs: { b: 2 } });
 const stats: PoolStats = pool.stats();
-console.log(JSON.stringify({ sum, workers: stats.workers.length, machine: workerMachine.id, isError: new PyvisorError('ERR_PROTOCOL', 'x') instanceof Error, sanitize: typeof sanitizeSnapshot }));
+const nd: NDArray = ndarray(new Float64Array([1, 2, 3, 4]), [2, 2]);
+console.log(JSON.stringify({ sum, workers: stats.workers.length, machine: workerMachine.id, isError: new PyvisorError('ERR_PROTOCOL', 'x') instanceof Error, sanitize: typeof sanitizeSnapshot, nd: nd.dtype }));
 await pool.close();
 `;
     writeFileSync(join(app, 'main.ts'), source);
@@ -116,8 +117,8 @@ await pool.close();
     writeFileSync(
       join(app, 'main.mjs'),
       source
-        .replace(', type PoolStats', '')
-        .replace(/: (number|PoolStats)/g, '')
+        .replace(', type NDArray, type PoolStats', '')
+        .replace(/: (number|PoolStats|NDArray)/g, '')
         .replace('<number>', ''),
     );
     const out = JSON.parse(await run(process.execPath, ['main.mjs'], app));
@@ -127,10 +128,18 @@ await pool.close();
       machine: 'worker',
       isError: true,
       sanitize: 'function',
+      nd: 'float64',
     });
     // What the README links to ships with it.
     const installed = join(app, 'node_modules', 'pyvisor');
-    for (const doc of ['api.md', 'architecture.md', 'cli.md', 'protocol.md', 'testing.md']) {
+    for (const doc of [
+      'api.md',
+      'architecture.md',
+      'cli.md',
+      'protocol.md',
+      'testing.md',
+      'values.md',
+    ]) {
       expect(existsSync(join(installed, 'docs', doc))).toBe(true);
     }
   }, 300_000);

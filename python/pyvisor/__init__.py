@@ -2,7 +2,7 @@
 
 A handler file is an ordinary Python module::
 
-    from pyvisor import handler, on_init, Cancelled, current_call
+    from pyvisor import handler, on_init, encoder, Cancelled, current_call
 
     @handler
     def add(a, b):
@@ -21,6 +21,10 @@ A handler file is an ordinary Python module::
     def load():              # runs once per worker, before it reports ready
         ...
 
+    @encoder(Money)          # how results of a type JSON cannot hold are sent to Node
+    def money(m):
+        return {"amount": str(m.amount), "currency": m.currency}
+
 The Node side starts each worker as ``python3 -u <pyvisor>/python/pyvisor/__main__.py
 /abs/path/to/handlers.py`` (``python3 -m pyvisor handlers.py`` does the same); the runtime that
 talks to Node lives in ``pyvisor._runtime`` (and the private modules it imports) and is only
@@ -32,7 +36,7 @@ the directory that ``npx pyvisor python-path`` prints on ``PYTHONPATH`` for that
 
 import sys as _sys
 
-__all__ = ["handler", "on_init", "Cancelled", "CallInfo", "current_call"]
+__all__ = ["handler", "on_init", "encoder", "Cancelled", "CallInfo", "current_call"]
 __version__ = "0.1.0"
 
 # Handler kinds, decided once at registration from the code flags (no `inspect` import).
@@ -43,6 +47,9 @@ _CO_ASYNC_GENERATOR = 0x200
 
 _handlers = {}  # name -> (function, kind), in registration order
 _init_funcs = []  # @on_init functions, in registration order
+_encoders = {}  # type -> function, registered with encoder(); read by the runtime (_codec.py)
+# Values of these types (and of their subclasses) are written by the JSON encoder itself.
+_JSON_NATIVE = (dict, list, tuple, str, int, float, type(None))
 
 
 class Cancelled(BaseException):
@@ -160,3 +167,52 @@ def on_init(fn=None):
         raise TypeError("@on_init must decorate a function, got %r" % (fn,))
     _init_funcs.append(fn)
     return fn
+
+
+def encoder(cls, fn=None):
+    """Register how values of type ``cls`` are sent to Node when a handler returns or yields
+    them: ``fn(value)`` returns something that can be sent (JSON-able values, bytes, NumPy
+    arrays, or anything else that has a conversion, an encoder included: it is converted in
+    turn, recursively)::
+
+        @pyvisor.encoder(Money)
+        def money(m):
+            return {"amount": str(m.amount), "currency": m.currency}
+
+        pyvisor.encoder(Point, lambda p: [p.x, p.y])   # same, without the decorator
+
+    Encoders are looked up along ``type(value).__mro__``, so an encoder for a class also serves
+    its subclasses (the nearest registered class wins), and they take precedence over the
+    built-in conversions: binary values (``bytes``, ``bytearray``, ``memoryview``) and NumPy
+    numeric arrays are sent as attachments; NumPy scalars and other objects with an ``item()``
+    or ``tolist()`` method are converted with it; sets become lists; dataclass instances become
+    a dict of their fields, pydantic models ``model_dump()``; enum members their ``value``;
+    ``datetime``/``date``/``time`` ``isoformat()``; ``Decimal`` and ``UUID`` ``str()``. An
+    encoder registered for ``object`` is the fallback, tried only after all of those. A value
+    nothing applies to is an ``ERR_SERIALIZATION`` error that names its type.
+
+    Values JSON holds natively (``dict``, ``list``, ``tuple``, ``str``, ``int``, ``float``,
+    ``bool``, ``None`` and instances of their subclasses, e.g. ``OrderedDict`` or an
+    ``IntEnum``) are written by the JSON encoder directly and never reach an encoder: registering
+    one for such a type raises TypeError. Encoders apply to results and stream items, not to
+    call arguments. If an encoder raises, the call fails with ``ERR_SERIALIZATION`` carrying its
+    message. Register at import time or in an ``@on_init`` function; registering a type again
+    replaces its encoder. Returns ``fn`` (unchanged), so it works as a decorator.
+    """
+    if not isinstance(cls, type):
+        raise TypeError("pyvisor.encoder() takes a class, got %r" % (cls,))
+    if issubclass(cls, _JSON_NATIVE):
+        raise TypeError(
+            "pyvisor.encoder(%s): values of type %s are written as JSON directly and never reach "
+            "an encoder (convert them in the handler instead)" % (cls.__name__, cls.__name__)
+        )
+
+    def register(f):
+        if not callable(f):
+            raise TypeError("pyvisor.encoder(%s) needs a function, got %r" % (cls.__name__, f))
+        _encoders[cls] = f
+        return f
+
+    if fn is None:
+        return register
+    return register(fn)

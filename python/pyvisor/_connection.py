@@ -4,7 +4,8 @@ Framing: a 4-byte unsigned big-endian length N, then N bytes of UTF-8 JSON. _tak
 only reader of frames and _send() the only writer. Frames larger than PYVISOR_MAX_MESSAGE (default
 256 MiB) are a protocol error when received; an outgoing reply that would be larger becomes an
 ``err`` of kind ``serialization`` instead (see _codec.py). A frame with "b": K is followed by K
-attachment frames, read here and put in place by _codec._restore.
+attachment frames (K may be 0), read here; _codec._restore then puts the values of its
+placeholders in place.
 """
 
 import os
@@ -174,8 +175,11 @@ def _take_frame():
         _protocol_error("frame body is not a JSON object")
     if "b" in msg:
         k = msg["b"]
-        if k.__class__ is not int or k < 1 or msg.get("t") != "call":
-            _protocol_error("'b' (attachment count) must be an integer >= 1, on a 'call' only")
+        if k.__class__ is not int or k < 0 or msg.get("t") != "call":
+            _protocol_error("'b' (attachment count) must be an integer >= 0, on a 'call' only")
+        if not k:  # placeholders without attachments (a NaN...): nothing more to read
+            _restore(msg.get("args"), [])
+            return msg
         return _hold(msg, k, False)
     return msg
 

@@ -32,17 +32,49 @@ def frame(obj):
 
 
 BKEY = "__pyvisor_bytes__"
+FLOAT_NAMES = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4,
+            "int64": 8, "uint64": 8, "float32": 4, "float64": 8}
+
+
+class NDArray(tuple):
+    """An ndarray placeholder with its data, as the harness sends and receives it (no numpy):
+    NDArray(dtype, shape, data) with data the little-endian C-order element bytes."""
+
+    __slots__ = ()
+
+    def __new__(cls, dtype, shape, data):
+        return tuple.__new__(cls, (dtype, list(shape), bytes(data)))
+
+    dtype = property(lambda self: self[0])
+    shape = property(lambda self: self[1])
+    data = property(lambda self: self[2])
+
+    def __repr__(self):
+        return "NDArray(%r, %r, %r)" % tuple(self)
+
+
+def _float_name(x):
+    return "NaN" if x != x else ("Infinity" if x > 0 else "-Infinity")
 
 
 def binary_frames(obj):
-    """A message with bytes values anywhere in it, as Node writes it: the JSON frame with
-    placeholders and "b" last, then one attachment frame per bytes value."""
+    """A message with bytes values, NDArray values or non-finite floats anywhere in it, as Node
+    writes it: the JSON frame with placeholders and "b" last (0 if only floats need one), then
+    one attachment frame per bytes value or array."""
     atts = []
+    placeholders = [0]
 
     def walk(v):
+        if isinstance(v, NDArray):
+            atts.append(v.data)
+            return {BKEY: "ndarray", "dtype": v.dtype, "shape": v.shape, "data": len(atts) - 1}
         if isinstance(v, (bytes, bytearray, memoryview)):
             atts.append(bytes(v))
             return {BKEY: len(atts) - 1}
+        if isinstance(v, float) and v - v != 0.0:
+            placeholders[0] += 1
+            return {BKEY: "float", "v": _float_name(v)}
         if isinstance(v, dict):
             out = {k: walk(x) for k, x in v.items()}
             return {BKEY: "escape", "v": out} if BKEY in v else out
@@ -51,14 +83,15 @@ def binary_frames(obj):
         return v
 
     msg = walk(obj)
-    if not atts:
+    if not atts and not placeholders[0]:
         return frame(obj)
     msg["b"] = len(atts)
     return frame(msg) + b"".join(len(a).to_bytes(4, "big") + a for a in atts)
 
 
 def restore(v, atts, used):
-    """Substitute attachments for placeholders (the Node side's decoding), checking them."""
+    """Substitute values for placeholders (the Node side's decoding), checking them: bytes,
+    float('nan')/inf/-inf, and NDArray(dtype, shape, data) for arrays."""
     if isinstance(v, list):
         return [restore(x, atts, used) for x in v]
     if isinstance(v, dict):
@@ -68,6 +101,20 @@ def restore(v, atts, used):
                 assert len(v) == 1 and 0 <= i < len(atts) and i not in used, v
                 used.add(i)
                 return atts[i]
+            if i == "float":
+                assert set(v) == {BKEY, "v"} and v["v"] in FLOAT_NAMES, v
+                return FLOAT_NAMES[v["v"]]
+            if i == "ndarray":
+                assert set(v) == {BKEY, "dtype", "shape", "data"}, v
+                j, shape = v["data"], v["shape"]
+                assert isinstance(j, int) and 0 <= j < len(atts) and j not in used, v
+                assert isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape), v
+                n = ITEMSIZE[v["dtype"]]
+                for d in shape:
+                    n *= d
+                assert len(atts[j]) == n, (v, len(atts[j]))
+                used.add(j)
+                return NDArray(v["dtype"], shape, atts[j])
             assert i == "escape" and set(v) == {BKEY, "v"}, v
             return {k: restore(x, atts, used) for k, x in v["v"].items()}
         return {k: restore(x, atts, used) for k, x in v.items()}

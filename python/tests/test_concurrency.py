@@ -205,7 +205,7 @@ class CommonTests(Base):
         self.assertErr(w.call("nope"), "unknown_handler", "UnknownHandler")
         self.assertErr(w.call("fail", "x"), "python", "ValueError")
         self.assertErr(w.call("loop_id", 1), "python", "TypeError")
-        self.assertErr(w.call("nan"), "serialization")
+        self.assertErr(w.call("unserializable"), "serialization")
         self.assertOk(w.call("add", 1, 2), 3)
 
     def test_cancel_of_unknown_or_finished_call_is_ignored(self):

@@ -211,12 +211,13 @@ class Base(WorkerAsserts):
 
     def test_serialization_errors(self):
         w = self.ready_worker()
-        for fn in ("nan", "unserializable", "circular", "bad_key"):
+        for fn in ("unserializable", "circular", "bad_key"):
             msg = w.call(fn)
             self.assertErr(msg, "serialization")
             self.assertIn(repr(fn), msg["message"])
         self.assertIn("not JSON serializable", w.call("unserializable")["message"])
-        self.assertIn("Out of range float", w.call("nan")["message"])
+        v = w.call("nan")["v"]  # sent as a float placeholder (test_values.py)
+        self.assertTrue(isinstance(v, float) and v != v, v)
         # An aborted encode must not poison the next one (circularity markers are reset).
         nested = [[1, [2, [3]]], {"x": [4]}]
         for _ in range(3):
@@ -803,7 +804,7 @@ class Base(WorkerAsserts):
             frame({"t": "call", "id": 1, "fn": "echo", "args": [{"__pyvisor_bytes__": 0}, {"__pyvisor_bytes__": 0}], "b": 1}) + att(b"a"),
             # a malformed placeholder
             frame({"t": "call", "id": 1, "fn": "echo", "args": [{"__pyvisor_bytes__": "x"}], "b": 1}) + att(b"a"),
-            frame({"t": "call", "id": 1, "fn": "echo", "args": [], "b": 0}),
+            frame({"t": "call", "id": 1, "fn": "echo", "args": [], "b": -1}),
             frame({"t": "call", "id": 1, "fn": "echo", "args": [], "b": "1"}),
             frame({"t": "ping", "id": 1, "b": 1}) + att(b"a"),
         ]

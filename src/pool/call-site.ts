@@ -1,3 +1,5 @@
+import { PyvisorError } from '../errors.js';
+
 /**
  * Caller stacks for errors of `call()` and `stream()`. A call's error is made where the reply
  * arrives (inside XState, from a pipe's data event), so its own stack shows only pyvisor. Taking a
@@ -36,7 +38,8 @@ function framesOf(stack: string | undefined): string | null {
 }
 
 function withSite(error: unknown, frames: string | null): unknown {
-  if (frames === null || !(error instanceof Error) || typeof error.stack !== 'string') {
+  // Only pyvisor's own errors: an abort reason (a DOMException, or any value) is the caller's.
+  if (frames === null || !(error instanceof PyvisorError) || typeof error.stack !== 'string') {
     return error;
   }
   const target = rewritten.has(error) ? copyOf(error) : error;
@@ -60,7 +63,7 @@ export function replaceFrames(stack: string, header: string, frames: string): st
   return `${stack.slice(0, at)}\n${frames}${stack.slice(end)}`;
 }
 
-/** A real Error of the same class, with the same own properties (code, cause, …). */
+/** A real Error of the same class, with the same own properties (code, cause, fields). */
 function copyOf(error: Error): Error {
   const copy = Reflect.construct(Error, [error.message], error.constructor) as Error;
   Object.defineProperties(copy, Object.getOwnPropertyDescriptors(error));

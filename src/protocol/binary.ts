@@ -1,14 +1,26 @@
 /**
  * Binary values on the wire: Buffers and TypedArrays in call arguments leave the JSON as
  * placeholders and travel as attachment frames after it; the reverse for results (see
- * docs/protocol.md, Binary values).
+ * docs/protocol.md, Binary values). Non-finite numbers and numeric arrays ({@link NDArray}) take
+ * the same path: NaN and ±Infinity as placeholders without attachment, an array as a placeholder
+ * with its shape and dtype and its elements' bytes as an attachment.
  */
-import { ProtocolError } from '../errors.js';
+import { ProtocolError, SerializationError } from '../errors.js';
 import { HEADER, preview } from './frame.js';
+import {
+  DTYPES,
+  elementCount,
+  looksLikeNDArray,
+  type NDArray,
+  type NDArrayTypedArray,
+  ndarrayProblem,
+} from './ndarray.js';
 
 /** Key of the placeholder objects that stand for binary values in a frame with attachments. */
 export const BINARY_KEY = '__pyvisor_bytes__';
 const ESCAPE = 'escape';
+const FLOAT = 'float';
+const NDARRAY = 'ndarray';
 
 function isBinary(v: object): boolean {
   return ArrayBuffer.isView(v) || v instanceof ArrayBuffer || v instanceof SharedArrayBuffer;
@@ -19,18 +31,22 @@ const SCAN_DEPTH = 32;
 
 /**
  * Whether `args` may hold a binary value (a Buffer, any TypedArray or DataView, an ArrayBuffer or
- * SharedArrayBuffer) where `JSON.stringify` would find it: in arrays and in plain objects, not
- * behind `toJSON`. Allocates nothing; may say yes for a value nested deeper than it looks, never
- * no for one that holds a binary value.
+ * SharedArrayBuffer, so also an {@link NDArray}) or a non-finite number (NaN, ±Infinity) where
+ * `JSON.stringify` would find it: in arrays and in plain objects, not behind `toJSON`. Allocates
+ * nothing; may say yes for a value nested deeper than it looks, never no for one that holds such
+ * a value.
  */
 export function mayHoldBinary(args: readonly unknown[]): boolean {
   return scanArray(args, SCAN_DEPTH);
 }
 
+// `x - x !== 0` holds exactly for NaN and ±Infinity (NaN - NaN and Infinity - Infinity are NaN).
 function scanArray(a: readonly unknown[], depth: number): boolean {
   for (let i = 0; i < a.length; i++) {
     const v = a[i];
-    if (typeof v === 'object' && v !== null && scanObject(v, depth)) return true;
+    if (typeof v === 'object') {
+      if (v !== null && scanObject(v, depth)) return true;
+    } else if (typeof v === 'number' && v - v !== 0) return true;
   }
   return false;
 }
@@ -42,7 +58,9 @@ function scanObject(v: object, depth: number): boolean {
   if (depth === 0) return true;
   for (const k in v) {
     const x = (v as Record<string, unknown>)[k];
-    if (typeof x === 'object' && x !== null && scanObject(x, depth - 1)) return true;
+    if (typeof x === 'object') {
+      if (x !== null && scanObject(x, depth - 1)) return true;
+    } else if (typeof x === 'number' && x - x !== 0) return true;
   }
   return false;
 }
@@ -51,23 +69,48 @@ function scanObject(v: object, depth: number): boolean {
 export interface BinaryArgs {
   /** A copy of the arguments with placeholders where the binary values were. */
   args: unknown[];
-  /** The binary values, as Buffers sharing their memory (not copies). */
+  /**
+   * The binary values (and the elements of NDArrays), as Buffers sharing their memory (not
+   * copies). May be empty: when the arguments only hold non-finite numbers.
+   */
   attachments: Buffer[];
 }
 
-/**
- * Replaces the binary values in `args` with placeholders, in a copy (the caller's values are not
- * touched), and escapes objects that have the placeholder key. Returns null when there is no
- * binary value after all. Cycles are left in place for `JSON.stringify` to report.
- */
-export function extractBinary(args: readonly unknown[]): BinaryArgs | null {
-  const attachments: Buffer[] = [];
-  const out = extract(args, attachments, new Set()) as unknown[];
-  return attachments.length > 0 ? { args: out, attachments } : null;
+/** The placeholder of a non-finite number (NaN, Infinity, -Infinity). */
+function floatPlaceholder(x: number): Record<string, unknown> {
+  return { [BINARY_KEY]: FLOAT, v: Number.isNaN(x) ? 'NaN' : x > 0 ? 'Infinity' : '-Infinity' };
 }
 
-function extract(v: unknown, attachments: Buffer[], active: Set<object>): unknown {
-  if (typeof v !== 'object' || v === null) return v;
+/**
+ * Replaces the binary values, NDArrays and non-finite numbers in `args` with placeholders, in a
+ * copy (the caller's values are not touched), and escapes objects that have the placeholder
+ * key. Returns null when there is none after all. Cycles are left in place for `JSON.stringify`
+ * to report. Throws {@link SerializationError} for a value that looks like an NDArray (see
+ * `looksLikeNDArray`) but is not a consistent one.
+ */
+export function extractBinary(args: readonly unknown[]): BinaryArgs | null {
+  const state: ExtractState = { attachments: [], floats: 0 };
+  const out = extract(args, state, new Set()) as unknown[];
+  return state.attachments.length > 0 || state.floats > 0
+    ? { args: out, attachments: state.attachments }
+    : null;
+}
+
+interface ExtractState {
+  attachments: Buffer[];
+  /** Non-finite numbers replaced (they need `b` but no attachment). */
+  floats: number;
+}
+
+function extract(v: unknown, state: ExtractState, active: Set<object>): unknown {
+  if (typeof v !== 'object' || v === null) {
+    if (typeof v === 'number' && v - v !== 0) {
+      state.floats++;
+      return floatPlaceholder(v);
+    }
+    return v;
+  }
+  const attachments = state.attachments;
   if (isBinary(v)) {
     let buffer: Buffer;
     if (Buffer.isBuffer(v)) buffer = v;
@@ -80,7 +123,7 @@ function extract(v: unknown, attachments: Buffer[], active: Set<object>): unknow
   if (Array.isArray(v)) {
     active.add(v);
     const out = new Array<unknown>(v.length);
-    for (let i = 0; i < v.length; i++) out[i] = extract(v[i], attachments, active);
+    for (let i = 0; i < v.length; i++) out[i] = extract(v[i], state, active);
     active.delete(v);
     return out;
   }
@@ -92,13 +135,25 @@ function extract(v: unknown, attachments: Buffer[], active: Set<object>): unknow
   ) {
     return v; // JSON.stringify turns these into something else: leave them to it
   }
+  if (looksLikeNDArray(v)) {
+    const problem = ndarrayProblem(v);
+    if (problem !== null) throw new SerializationError(problem);
+    const { dtype, shape, data } = v as NDArray;
+    attachments.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+    return {
+      [BINARY_KEY]: NDARRAY,
+      dtype,
+      shape: shape.slice(),
+      data: attachments.length - 1,
+    };
+  }
   active.add(v);
   // A null prototype: a '__proto__' key is an ordinary key here, as in JSON.
   const out = Object.create(null) as Record<string, unknown>;
   let reserved = false;
   for (const k of Object.keys(v)) {
     if (k === BINARY_KEY) reserved = true;
-    out[k] = extract((v as Record<string, unknown>)[k], attachments, active);
+    out[k] = extract((v as Record<string, unknown>)[k], state, active);
   }
   active.delete(v);
   return reserved ? { [BINARY_KEY]: ESCAPE, v: out } : out;
@@ -143,7 +198,11 @@ export function withAttachments(frame: Buffer, attachments: readonly Buffer[]): 
   return out;
 }
 
-/** Puts the attachments in place of their placeholders in `message.v` (in place). */
+/**
+ * Puts the values of the placeholders in `message.v` (in place): attachments (as Buffers),
+ * non-finite numbers and {@link NDArray}s (whose `data` is a view on the attachment where its
+ * alignment allows, else a copy). Throws {@link ProtocolError} for a malformed placeholder.
+ */
 export function restoreBinary(message: { v: unknown }, attachments: Buffer[]): void {
   const used = new Uint8Array(attachments.length);
   const state = { used, count: 0 };
@@ -160,11 +219,34 @@ export function restoreBinary(message: { v: unknown }, attachments: Buffer[]): v
   }
 }
 
-function restore(
-  v: unknown,
-  attachments: Buffer[],
-  state: { used: Uint8Array; count: number },
-): unknown {
+interface RestoreState {
+  used: Uint8Array;
+  count: number;
+}
+
+function badPlaceholder(o: object, why = ''): ProtocolError {
+  return new ProtocolError(
+    `Worker sent a bad binary placeholder${why}: ${preview(JSON.stringify(o))}`,
+  );
+}
+
+/** Takes attachment `k` (unused so far, in range) or throws. */
+function take(k: unknown, o: object, attachments: Buffer[], state: RestoreState): Buffer {
+  if (
+    typeof k !== 'number' ||
+    !Number.isInteger(k) ||
+    k < 0 ||
+    k >= attachments.length ||
+    state.used[k] === 1
+  ) {
+    throw badPlaceholder(o, ' (attachment index out of range or used twice)');
+  }
+  state.used[k] = 1;
+  state.count++;
+  return attachments[k]!;
+}
+
+function restore(v: unknown, attachments: Buffer[], state: RestoreState): unknown {
   if (typeof v !== 'object' || v === null) return v;
   if (Array.isArray(v)) {
     for (let i = 0; i < v.length; i++) {
@@ -178,21 +260,19 @@ function restore(
     const k = o[BINARY_KEY];
     const keys = Object.keys(o).length;
     if (typeof k === 'number') {
-      if (
-        keys !== 1 ||
-        !Number.isInteger(k) ||
-        k < 0 ||
-        k >= attachments.length ||
-        state.used[k] === 1
-      ) {
-        throw new ProtocolError(
-          `Worker sent a bad binary placeholder: ${preview(JSON.stringify(o))}`,
-        );
-      }
-      state.used[k] = 1;
-      state.count++;
-      return attachments[k];
+      if (keys !== 1) throw badPlaceholder(o);
+      return take(k, o, attachments, state);
     }
+    if (k === FLOAT) {
+      if (keys === 2) {
+        const x = o.v;
+        if (x === 'NaN') return Number.NaN;
+        if (x === 'Infinity') return Number.POSITIVE_INFINITY;
+        if (x === '-Infinity') return Number.NEGATIVE_INFINITY;
+      }
+      throw badPlaceholder(o);
+    }
+    if (k === NDARRAY) return restoreNDArray(o, keys, attachments, state);
     const inner = o.v;
     if (
       k !== ESCAPE ||
@@ -201,9 +281,7 @@ function restore(
       inner === null ||
       Array.isArray(inner)
     ) {
-      throw new ProtocolError(
-        `Worker sent a bad binary placeholder: ${preview(JSON.stringify(o))}`,
-      );
+      throw badPlaceholder(o);
     }
     restoreMembers(inner as Record<string, unknown>, attachments, state);
     return inner;
@@ -212,10 +290,42 @@ function restore(
   return o;
 }
 
+/** `{"__pyvisor_bytes__": "ndarray", "dtype": D, "shape": [...], "data": i}` as an NDArray. */
+function restoreNDArray(
+  o: Record<string, unknown>,
+  keys: number,
+  attachments: Buffer[],
+  state: RestoreState,
+): NDArray {
+  const { dtype, shape } = o;
+  const d = typeof dtype === 'string' ? DTYPES.get(dtype) : undefined;
+  if (keys !== 4 || !Object.hasOwn(o, 'data') || d === undefined) throw badPlaceholder(o);
+  if (!Array.isArray(shape) || !shape.every((n) => Number.isSafeInteger(n) && n >= 0)) {
+    throw badPlaceholder(o, ' (shape)');
+  }
+  const bytes = take(o.data, o, attachments, state);
+  const count = elementCount(shape as number[]);
+  if (count * d.size !== bytes.length) {
+    throw badPlaceholder(
+      o,
+      ` (a ${bytes.length}-byte attachment for ${count} elements of ${d.size} bytes)`,
+    );
+  }
+  let data: NDArrayTypedArray;
+  if (bytes.byteOffset % d.size === 0) {
+    data = new d.ctor(bytes.buffer, bytes.byteOffset, count);
+  } else {
+    // Misaligned for this TypedArray: copy into memory of its own.
+    data = new d.ctor(count);
+    new Uint8Array(data.buffer, 0, bytes.length).set(bytes);
+  }
+  return { dtype: d.dtype, shape: shape as number[], data } as NDArray;
+}
+
 function restoreMembers(
   o: Record<string, unknown>,
   attachments: Buffer[],
-  state: { used: Uint8Array; count: number },
+  state: RestoreState,
 ): void {
   for (const key of Object.keys(o)) {
     const x = o[key];

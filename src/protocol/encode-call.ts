@@ -18,8 +18,8 @@ export interface CallToEncode {
 
 /**
  * Encodes a call once, before checkout, into the frame (and attachment frames) a worker is sent.
- * Throws {@link SerializationError} for arguments that cannot travel: not JSON, or a frame or a
- * binary value larger than `maxMessageSize`.
+ * Throws {@link SerializationError} for arguments that cannot travel: not JSON, an inconsistent
+ * NDArray, or a frame or a binary value larger than `maxMessageSize`.
  */
 export function encodeCall(call: CallToEncode, maxMessageSize: number): Buffer | Buffer[] {
   const { id, fn, kwargs } = call;
@@ -30,7 +30,8 @@ export function encodeCall(call: CallToEncode, maxMessageSize: number): Buffer |
   let json: string;
   // One try and no closure: this runs for every call.
   try {
-    // Binary values travel as attachment frames; the scan allocates nothing when there is none.
+    // Binary values (NDArrays too) travel as attachment frames, non-finite numbers as
+    // placeholders; the scan allocates nothing when there is neither.
     if (mayHoldBinary(args)) binary = extractBinary(args);
     const request: CallRequest = {
       t: 'call',
@@ -48,6 +49,13 @@ export function encodeCall(call: CallToEncode, maxMessageSize: number): Buffer |
     if (binary) request.b = binary.attachments.length;
     json = JSON.stringify(request);
   } catch (cause) {
+    if (cause instanceof SerializationError) {
+      // From extractBinary: an inconsistent NDArray.
+      throw new SerializationError(
+        `The arguments of '${fn}' hold an invalid NDArray: ${cause.message}`,
+        { cause },
+      );
+    }
     throw new SerializationError(
       `The arguments of '${fn}' cannot be encoded as JSON: ${(cause as Error).message}`,
       { cause },
@@ -61,6 +69,7 @@ export function encodeCall(call: CallToEncode, maxMessageSize: number): Buffer |
     );
   }
   if (!binary) return frame;
+  if (binary.attachments.length === 0) return frame; // only non-finite numbers: "b": 0
   // Each attachment is a frame of its own, under the same limit.
   for (const a of binary.attachments) {
     if (a.length > maxMessageSize) {

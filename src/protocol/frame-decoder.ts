@@ -115,7 +115,7 @@ export class FrameDecoder {
     if (
       typeof b !== 'number' ||
       !Number.isInteger(b) ||
-      b < 1 ||
+      b < 0 ||
       (message.t !== 'ok' && message.t !== 'item')
     ) {
       throw new ProtocolError(
@@ -123,6 +123,12 @@ export class FrameDecoder {
       );
     }
     delete (message as { b?: unknown }).b;
+    if (b === 0) {
+      // Placeholders without attachments (NaN, ±Infinity): complete as it is.
+      restoreBinary(message as { v: unknown }, []);
+      onMessage(message);
+      return;
+    }
     this.#held = message;
     this.#want = b;
     this.#heldBytes = HEADER + body.length;

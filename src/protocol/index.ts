@@ -4,3 +4,4 @@ export * from './encode-call.js';
 export * from './frame.js';
 export * from './frame-decoder.js';
 export * from './messages.js';
+export * from './ndarray.js';

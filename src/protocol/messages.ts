@@ -35,7 +35,10 @@ export interface CallRequest {
   tp?: string;
   /** The last element of `args` is a dict of keyword arguments: Python calls `fn(*args[:-1], **args[-1])`. */
   kw?: true;
-  /** Number of attachment frames that follow (binary values in `args`); absent when none. */
+  /**
+   * Number of attachment frames that follow (binary values and NDArrays in `args`); 0 when
+   * `args` holds only NaN/±Infinity placeholders; absent when there is nothing to restore.
+   */
   b?: number;
 }
 export type NodeMessage =

@@ -71,6 +71,22 @@ describe('caller stacks (callSiteStacks)', () => {
     await pool.close();
   });
 
+  it("the caller's own abort reason comes back as it is (same object, same stack)", async () => {
+    const pool = testPool({ size: 1 });
+    const reason = new Error('the client went away');
+    const stack = reason.stack;
+    const abort = new AbortController();
+    async function abortedRoute() {
+      return await pool.call('sleep', [5], { signal: abort.signal });
+    }
+    const pending = abortedRoute().catch((e: unknown) => e);
+    abort.abort(reason);
+    const error = await pending;
+    expect(error).toBe(reason);
+    expect((error as Error).stack).toBe(stack);
+    await pool.close();
+  });
+
   it('callSiteStacks: false leaves errors as they are made', async () => {
     const pool = testPool({ size: 1, callSiteStacks: false });
     async function plainRoute() {

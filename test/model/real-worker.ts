@@ -382,7 +382,10 @@ export class RealWorker {
           signal: controller.signal,
           telemetry: null,
           // What the supervisor does for an abandoned call: cancel it on its worker.
-          owner: { abandon: (c) => this.actor.send({ type: 'call.cancel', callId: c.id }), settled: () => {} },
+          owner: {
+            abandon: (c) => this.actor.send({ type: 'call.cancel', callId: c.id }),
+            settled: () => {},
+          },
         });
         const tracked: TrackedCall = { call, controller, outcome: { kind: 'pending' } };
         call.promise?.then(

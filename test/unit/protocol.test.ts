@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ProtocolError } from '../../src/errors.js';
 import {
   BINARY_KEY,
+  encodeCall,
   encodeFrame,
   extractBinary,
   FrameDecoder,
@@ -320,7 +321,9 @@ describe('binary values: decoding replies with attachments', () => {
 
   it.each([
     ['a non-integer count', frame('{"t":"ok","id":1,"v":1,"b":"x"}'), /attachment count/],
-    ['a zero count', frame('{"t":"ok","id":1,"v":1,"b":0}'), /attachment count/],
+    ['a negative count', frame('{"t":"ok","id":1,"v":1,"b":-1}'), /attachment count/],
+    ['a fractional count', frame('{"t":"ok","id":1,"v":1,"b":0.5}'), /attachment count/],
+    ['a zero count on an err frame', frame('{"t":"err","id":1,"b":0}'), /attachment count/],
     ['a count on an end frame', frame('{"t":"end","id":1,"b":1}'), /attachment count/],
     [
       'an index out of range',
@@ -355,5 +358,147 @@ describe('binary values: decoding replies with attachments', () => {
   ])('rejects %s with ERR_PROTOCOL', (_, bytes, message) => {
     const error = protocolError(() => new FrameDecoder(1024).push(bytes, () => {}));
     expect(error.message).toMatch(message);
+  });
+});
+
+const NAN = { [BINARY_KEY]: 'float', v: 'NaN' };
+const INF = { [BINARY_KEY]: 'float', v: 'Infinity' };
+const NINF = { [BINARY_KEY]: 'float', v: '-Infinity' };
+
+/** The JSON of a call frame (and the number of bytes after it) that encodeCall wrote. */
+function encodedCall(
+  args: unknown[],
+  kwargs?: Record<string, unknown>,
+): { json: Record<string, unknown>; text: string; rest: number } {
+  const out = encodeCall(
+    { id: 1, fn: 'f', args, kwargs, streamCredit: undefined, traceparent: undefined },
+    1 << 20,
+  );
+  const all = Buffer.isBuffer(out) ? out : Buffer.concat(out);
+  const n = all.readUInt32BE(0);
+  const text = all.subarray(4, 4 + n).toString();
+  return { json: JSON.parse(text) as Record<string, unknown>, text, rest: all.length - 4 - n };
+}
+
+describe('non-finite numbers: call arguments', () => {
+  it('are found by the scan anywhere JSON.stringify would see them, and only then', () => {
+    for (const args of [
+      [Number.NaN],
+      [1, Number.POSITIVE_INFINITY],
+      [[Number.NEGATIVE_INFINITY]],
+      [{ a: { b: [1, { c: Number.NaN }] } }],
+      ['x', { kw: Number.NaN }],
+    ]) {
+      expect(mayHoldBinary(args)).toBe(true);
+    }
+    for (const args of [
+      [0, -0, 1.5, Number.MAX_VALUE, -Number.MAX_VALUE, Number.MIN_VALUE, Number.EPSILON],
+      [{ a: [Number.MAX_SAFE_INTEGER, 'NaN', 'Infinity'] }],
+      [{ toJSON: () => Number.NaN }],
+    ]) {
+      expect(mayHoldBinary(args)).toBe(false);
+    }
+  });
+
+  it('become float placeholders, in a frame with "b": 0 last and no attachments', () => {
+    const { json, text, rest } = encodedCall([
+      Number.NaN,
+      [1, Number.POSITIVE_INFINITY, [Number.NEGATIVE_INFINITY]],
+      { x: { y: Number.NaN }, z: 2 },
+    ]);
+    expect(json.args).toEqual([NAN, [1, INF, [NINF]], { x: { y: NAN }, z: 2 }]);
+    expect(text.endsWith(',"b":0}')).toBe(true);
+    expect(rest).toBe(0);
+  });
+
+  it('travel in kwargs, next to attachments, and escape the placeholder key', () => {
+    const a = encodedCall([1], { limit: Number.POSITIVE_INFINITY, opts: { eps: Number.NaN } });
+    expect(a.json.kw).toBe(true);
+    expect(a.json.args).toEqual([1, { limit: INF, opts: { eps: NAN } }]);
+    expect(a.json.b).toBe(0);
+    const b = encodedCall([Buffer.from('ab'), Number.NaN, { [BINARY_KEY]: 1, x: Number.NaN }]);
+    expect(b.json.args).toEqual([
+      { [BINARY_KEY]: 0 },
+      NAN,
+      { [BINARY_KEY]: 'escape', v: { [BINARY_KEY]: 1, x: NAN } },
+    ]);
+    expect(b.json.b).toBe(1);
+    expect(b.rest).toBe(4 + 2);
+  });
+
+  it('leave frames of finite values byte for byte as before (no "b")', () => {
+    const { text } = encodedCall([1.5, { a: [0, -0] }], { k: 1e308 });
+    expect(text).toBe(
+      '{"t":"call","id":1,"fn":"f","args":[1.5,{"a":[0,0]},{"k":1e+308}],"kw":true}',
+    );
+    expect(extractBinary([1, { a: 2 }])).toBeNull();
+  });
+
+  it("are replaced in a copy, leaving the caller's values alone", () => {
+    const arg = { x: [Number.NaN] };
+    const result = extractBinary([arg])!;
+    expect(result.attachments).toEqual([]);
+    expect(result.args).toEqual([{ x: [NAN] }]);
+    expect(arg.x[0]).toBeNaN();
+  });
+});
+
+describe('non-finite numbers: results', () => {
+  it('decode from placeholders in "b": 0 frames, nested anywhere, escapes included', () => {
+    const bytes = Buffer.concat([
+      frame(
+        JSON.stringify({
+          t: 'ok',
+          id: 1,
+          v: {
+            a: NAN,
+            b: [1, INF, [NINF]],
+            e: { [BINARY_KEY]: 'escape', v: { [BINARY_KEY]: NAN } },
+          },
+          b: 0,
+        }),
+      ),
+      frame(JSON.stringify({ t: 'item', id: 2, v: NAN, b: 0 })),
+      frame(JSON.stringify({ t: 'ok', id: 3, v: [1, 'NaN'], b: 0 })),
+      frame(JSON.stringify({ t: 'ok', id: 4, v: 2 })),
+    ]);
+    for (const step of [1, 7, bytes.length]) {
+      const out = decodeAll(bytes, step);
+      expect(out.map((m) => m.t)).toEqual(['ok', 'item', 'ok', 'ok']);
+      expect((out[0] as { v: unknown }).v).toEqual({
+        a: Number.NaN,
+        b: [1, Number.POSITIVE_INFINITY, [Number.NEGATIVE_INFINITY]],
+        e: { [BINARY_KEY]: Number.NaN },
+      });
+      expect((out[1] as { v: unknown }).v).toBeNaN();
+      expect((out[2] as { v: unknown }).v).toEqual([1, 'NaN']);
+      expect('b' in out[0]!).toBe(false);
+    }
+  });
+
+  it('decode next to attachments', () => {
+    const [msg] = decodeAll(
+      binaryReply({ t: 'ok', id: 1, v: [NINF, { [BINARY_KEY]: 0 }] }, [Buffer.from('q')]),
+    );
+    expect((msg as { v: unknown }).v).toEqual([Number.NEGATIVE_INFINITY, Buffer.from('q')]);
+  });
+
+  it('are not interpreted in frames without "b"', () => {
+    const [msg] = decodeAll(frame(JSON.stringify({ t: 'ok', id: 1, v: NAN })));
+    expect((msg as { v: unknown }).v).toEqual(NAN);
+  });
+
+  it.each([
+    ['a lower-case nan', { [BINARY_KEY]: 'float', v: 'nan' }],
+    ['a finite value', { [BINARY_KEY]: 'float', v: '1.5' }],
+    ['a number', { [BINARY_KEY]: 'float', v: 1 }],
+    ['a missing value', { [BINARY_KEY]: 'float' }],
+    ['an extra key', { [BINARY_KEY]: 'float', v: 'NaN', w: 1 }],
+    ['an unknown kind', { [BINARY_KEY]: 'complex', v: 'NaN' }],
+    ['a bytes placeholder without attachment', { [BINARY_KEY]: 0 }],
+  ])('rejects %s with ERR_PROTOCOL', (_, v) => {
+    const bytes = frame(JSON.stringify({ t: 'ok', id: 1, v: [v], b: 0 }));
+    const error = protocolError(() => new FrameDecoder().push(bytes, () => {}));
+    expect(error.message).toMatch(/bad binary placeholder/);
   });
 });
