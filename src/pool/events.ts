@@ -58,11 +58,16 @@ export interface PoolEvents {
     delay: number;
     error: PyvisorError | null;
   }) => void;
-  /** A worker is being replaced gracefully (`recycle.maxCalls` or `recycle.maxAge`). */
+  /**
+   * A worker is being replaced gracefully (`recycle.maxCalls`, `recycle.maxAge` or
+   * `recycle.maxRss`), after the calls it runs. `rss` is its resident memory at the last sample
+   * (bytes; null where it is not sampled): for `maxRss`, the figure over the limit.
+   */
   'worker.recycle': (event: {
     workerId: number;
     pid: number | null;
-    why: 'maxCalls' | 'maxAge';
+    why: 'maxCalls' | 'maxAge' | 'maxRss';
+    rss: number | null;
   }) => void;
   /** One line a worker wrote to stderr. */
   'worker.stderr': (event: { workerId: number; pid: number | null; line: string }) => void;

@@ -49,6 +49,12 @@ export interface RecycleOptions {
   maxCalls?: number;
   /** Replace a worker once it is this old (ms, counted from when it reported ready), between calls. */
   maxAge?: number;
+  /**
+   * Replace a worker whose resident memory (RSS) exceeds this many bytes, after the calls it runs
+   * (never mid-call). Sampled from `/proc/<pid>/statm` on the maintenance tick (at least once a
+   * second); Linux only (elsewhere it is never exceeded).
+   */
+  maxRss?: number;
 }
 
 /** Options of {@link createPool}. Times are in milliseconds. */
@@ -98,7 +104,7 @@ export interface PoolOptions {
   restart?: RestartOptions;
   /** Circuit breaker on start failures. */
   circuit?: CircuitOptions;
-  /** Replace workers gracefully after `maxCalls` calls or `maxAge` ms. */
+  /** Replace workers gracefully after `maxCalls` calls, `maxAge` ms, or above `maxRss` bytes. */
   recycle?: RecycleOptions;
   /** Time a cancelled or timed-out handler gets to stop before its process is killed. Default 2000. */
   cancelGrace?: number;
@@ -149,7 +155,11 @@ export interface NormalizedOptions {
     readonly coolDown: number;
   };
   readonly circuit: { readonly threshold: number; readonly resetTimeout: number };
-  readonly recycle: { readonly maxCalls: number; readonly maxAge: number };
+  readonly recycle: {
+    readonly maxCalls: number;
+    readonly maxAge: number;
+    readonly maxRss: number;
+  };
   readonly cancelGrace: number;
   readonly stopTimeout: number;
   readonly maxMessageSize: number;
@@ -376,7 +386,11 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
     'coolDown',
   ]);
   const circuit = object<CircuitOptions>('circuit', input.circuit, ['threshold', 'resetTimeout']);
-  const recycle = object<RecycleOptions>('recycle', input.recycle, ['maxCalls', 'maxAge']);
+  const recycle = object<RecycleOptions>('recycle', input.recycle, [
+    'maxCalls',
+    'maxAge',
+    'maxRss',
+  ]);
   for (const key of ['lazy', 'pipeline', 'extendEnv', 'keepAlive', 'callSiteStacks'] as const) {
     if (input[key] !== undefined && typeof input[key] !== 'boolean') {
       throw new InvalidOptionError(
@@ -437,6 +451,7 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
         recycle.maxAge === undefined
           ? Number.POSITIVE_INFINITY
           : duration('recycle.maxAge', recycle.maxAge, 0, { allowZero: false }),
+      maxRss: integer('recycle.maxRss', recycle.maxRss, Number.POSITIVE_INFINITY, 1),
     }),
     cancelGrace: duration('cancelGrace', input.cancelGrace, 2000),
     stopTimeout: duration('stopTimeout', input.stopTimeout, 2000),

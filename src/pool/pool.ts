@@ -520,7 +520,12 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
         });
         break;
       case 'worker.recycling':
-        this.emit('worker.recycle', { workerId: event.workerId, pid: event.pid, why: event.why });
+        this.emit('worker.recycle', {
+          workerId: event.workerId,
+          pid: event.pid,
+          why: event.why,
+          rss: event.rss,
+        });
         break;
       case 'session.moved':
         this.emit('session.moved', {

@@ -33,6 +33,8 @@ export interface RoutedWorker<C extends RoutedCall> {
    * counts from then, so a start slower than `maxAge` still serves calls before it is retired.
    */
   readonly readyAt: number;
+  /** Resident memory at the last sample, bytes (null: not sampled), for `recycle.maxRss`. */
+  readonly rss: number | null;
   /**
    * Whether it takes calls at all at this moment (it may be ending without having said so);
    * whether it has room is the router's count.
@@ -53,7 +55,7 @@ export type RouterEvent = {
 };
 
 /** Why a worker is due for replacement. */
-export type RetireWhy = 'maxCalls' | 'maxAge';
+export type RetireWhy = 'maxCalls' | 'maxAge' | 'maxRss';
 
 /** What the router asks of its owner (the supervisor). */
 export interface RouterHooks<C extends RoutedCall, W extends RoutedWorker<C>> {
@@ -84,7 +86,7 @@ export interface RouterOptions {
   pipeline?: boolean;
   maxQueue: number;
   sessionTtl: number;
-  recycle: { maxCalls: number; maxAge: number };
+  recycle: { maxCalls: number; maxAge: number; maxRss: number };
 }
 
 /** The read-only view of routing that `stats()`, telemetry and the inspector get. */
@@ -137,7 +139,7 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
   readonly #places: number;
   /** Extra calls a worker with every place taken may be handed early (pipelining). */
   readonly #extra: number;
-  readonly #recycle: { maxCalls: number; maxAge: number };
+  readonly #recycle: { maxCalls: number; maxAge: number; maxRss: number };
   /** `recycle.maxAge` is set (the clock is not read per call otherwise). */
   readonly #agesOut: boolean;
   readonly #queue: CheckoutQueue<C>;
@@ -581,6 +583,7 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
 
   #retirementDue(worker: W): RetireWhy | null {
     if (this.#processCalls[worker.slot]! >= this.#recycle.maxCalls) return 'maxCalls';
+    if (worker.rss !== null && worker.rss > this.#recycle.maxRss) return 'maxRss';
     if (this.#agesOut && this.#hooks.now() - worker.readyAt >= this.#recycle.maxAge) {
       return 'maxAge';
     }

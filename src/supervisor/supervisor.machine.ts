@@ -50,6 +50,7 @@ import {
   Router,
   type RouterEvent,
 } from './router.js';
+import { residentBytes } from './rss.js';
 
 const WORKER_DONE = 'xstate.done.actor.worker-';
 
@@ -60,6 +61,8 @@ export class SlotWorker implements RoutedWorker<PendingCall> {
   pid: number | null = null;
   /** Set when it reports ready. */
   readyAt = 0;
+  /** Resident memory at the last maintenance tick, bytes; null before the first sample. */
+  rss: number | null = null;
 
   constructor(
     readonly slot: number,
@@ -222,7 +225,13 @@ export type SupervisorEmitted =
       reason: WorkerExit['reason'] | 'recycled';
       exit: WorkerExit;
     }
-  | { type: 'worker.recycling'; workerId: number; pid: number | null; why: RetireWhy }
+  | {
+      type: 'worker.recycling';
+      workerId: number;
+      pid: number | null;
+      why: RetireWhy;
+      rss: number | null;
+    }
   | RouterEvent
   | { type: 'session.expired'; session: string }
   | { type: 'circuit.changed'; state: CircuitState; error: PyvisorError | null }
@@ -684,6 +693,11 @@ export const supervisorMachine = setup({
     'do maintenance': enqueueActions(({ context, enqueue: raw }) => {
       const enqueue = effects(raw);
       const { healthCheck } = context.options;
+      // RSS first: the router retires a worker over recycle.maxRss in the same pass.
+      for (const slot of context.slots) {
+        const worker = slot.worker;
+        if (worker?.pid != null && worker.readyAt > 0) worker.rss = residentBytes(worker.pid);
+      }
       const { expired, toCheck } = context.router.maintain(
         healthCheck ? healthCheck.interval : null,
       );
@@ -793,12 +807,14 @@ export const supervisorMachine = setup({
             if (circuitStateOf(current) !== 'closed' && current.router.ready <= 1) return false;
             // Deferred: this runs inside call() and inside a worker's transition, where a user's
             // listener must neither run nor throw (XState's own emits are deferred the same way).
+            const { rss } = worker;
             queueMicrotask(() =>
               input.onRoutingEvent({
                 type: 'worker.recycling',
                 workerId: worker.slot,
                 pid: worker.pid,
                 why,
+                rss,
               }),
             );
             worker.stop('recycle');
@@ -940,6 +956,12 @@ export interface SlotView {
   restarts: number;
   /** Generation of the current (or last) process; 1 for the first. */
   generation: number;
+  /**
+   * Resident memory (RSS) of the slot's process at the last maintenance tick, bytes (at least
+   * once a second, from `/proc/<pid>/statm`); null before the first sample, between processes,
+   * and where there is no `/proc`.
+   */
+  rss: number | null;
 }
 
 /** What the pool may know of its supervisor: read-only, decoded here and nowhere else. */
@@ -972,6 +994,7 @@ export function viewOf(snapshot: SnapshotFrom<typeof supervisorMachine>): Superv
     inFlight: slot.worker ? inFlightOf(slot.worker.ref.getSnapshot()) : 0,
     restarts: slot.restarts,
     generation: slot.generation,
+    rss: slot.worker?.rss ?? null,
   }));
   return {
     phase,

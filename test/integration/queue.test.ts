@@ -1,7 +1,7 @@
 // A busy worker takes the next waiting call in the same machine event as the reply (no pass
 // through ready.idle, no supervisor event): these drive that path against real Python workers.
 import { describe, expect, it } from 'vitest';
-import { nextEvent, testPool } from '../helpers.js';
+import { nextEvent, started, testPool } from '../helpers.js';
 
 describe('queued calls on a busy worker', () => {
   it('run back to back: the worker stays busy from the first call to the last', async () => {
@@ -46,6 +46,29 @@ describe('queued calls on a busy worker', () => {
   });
 
   // A worker that never runs out of queued calls is never idle on the maintenance tick, so
+  it('recycle.maxRss replaces a worker over the limit after its running call, never mid-call', async () => {
+    const limit = 120 << 20;
+    const pool = testPool({ size: 1, recycle: { maxRss: limit } });
+    await pool.ready();
+    const before = pool.stats().workers[0]!.pid;
+    const recycled = nextEvent(pool, 'worker.recycle');
+    const running = started(pool, 'hog');
+    // Holds 200 MiB, then runs on for 3 s: the limit is noticed while the call still runs.
+    const result = pool.call('hog', [200, 3, 'hog']);
+    await running;
+    const event = await recycled;
+    expect(event).toMatchObject({ workerId: 0, pid: before, why: 'maxRss' });
+    expect(event.rss).toBeGreaterThan(limit);
+    // Sampled on the maintenance tick (at least once a second); the call is not cut short.
+    expect(pool.stats().workers[0]).toMatchObject({ state: 'busy', rss: event.rss });
+    expect(await result).toBe(1);
+    const restarted = await nextEvent(pool, 'worker.restart');
+    expect(restarted.reason).toBe('recycled');
+    await pool.ready();
+    expect(pool.stats().workers[0]!.pid).not.toBe(before);
+    expect(await pool.call('add', [1, 2])).toBe(3);
+  });
+
   // maxAge has to take effect between calls, like maxCalls.
   it('recycle.maxAge retires a worker that is kept busy by queued calls', async () => {
     // Longer than a start-up under load, so the worker is busy, not idle, when it comes due.

@@ -31,6 +31,7 @@ class FakeWorker implements RoutedWorker<FakeCall> {
   running: FakeCall[] = [];
   cancelled: number[] = [];
   stopped = false;
+  rss: number | null = null;
   constructor(
     readonly slot: number,
     readonly generation = 1,
@@ -63,6 +64,7 @@ interface Setup {
   sessionTtl?: number;
   maxCalls?: number;
   maxAge?: number;
+  maxRss?: number;
   concurrency?: number;
   pipeline?: boolean;
   refusal?: () => PyvisorError | null;
@@ -83,6 +85,7 @@ function setup(opts: Setup = {}) {
       recycle: {
         maxCalls: opts.maxCalls ?? Number.POSITIVE_INFINITY,
         maxAge: opts.maxAge ?? Number.POSITIVE_INFINITY,
+        maxRss: opts.maxRss ?? Number.POSITIVE_INFINITY,
       },
     },
     {
@@ -252,6 +255,20 @@ describe('Router', () => {
         to: { workerId: 1 - home, generation: 1 },
       },
     ]);
+  });
+
+  it('retires a worker whose sampled RSS is over maxRss on the maintenance tick, busy or free', () => {
+    const { router, join, retired } = setup({ slots: 2, maxRss: 1000 });
+    const a = join(0);
+    const b = join(1);
+    a.rss = 1000; // at the limit: not over it
+    b.rss = null; // not sampled
+    router.maintain(null);
+    expect(retired).toEqual([]);
+    a.rss = 1001;
+    router.maintain(null);
+    expect(retired).toEqual([[0, 'maxRss']]);
+    expect(router.ready).toBe(1);
   });
 
   it('retires a free worker past maxAge on the maintenance tick (injected clock)', () => {
