@@ -125,6 +125,16 @@ def _import_script(path):
     except ImportError:  # pragma: no cover
         from importlib.machinery import SourceFileLoader
         from importlib.util import module_from_spec, spec_from_file_location
+
+    class _ScriptLoader(SourceFileLoader):
+        """Compiles the handler file from its source every time, as Python does for a __main__
+        script: a cached .pyc is trusted when the source has the same size and mtime in whole
+        seconds, so an edit saved within the second (pool.reload(), watch) could run old code.
+        Modules the script imports keep the bytecode cache."""
+
+        def get_code(self, fullname):
+            return compile(self.get_data(self.path), self.path, "exec", dont_inherit=True)
+
     base = os.path.basename(path)
     stem = base[:-3] if base.endswith(".py") else base
     name = stem.replace(".", "_")
@@ -135,7 +145,7 @@ def _import_script(path):
     ):
         # Never shadow a module that exists already (json.py, pyvisor.py, __main__.py...).
         name = "pyvisor_script_" + name
-    spec = spec_from_file_location(name, path, loader=SourceFileLoader(name, path))
+    spec = spec_from_file_location(name, path, loader=_ScriptLoader(name, path))
     module = module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

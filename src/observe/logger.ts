@@ -71,6 +71,17 @@ export function attachLogger(pool: EventEmitter<PoolEvents>, name: string, logge
   pool.on('pool.failed', (e) =>
     logger.error({ ...base, error: errorFields(e.error) }, 'pool failed'),
   );
+  pool.on('watch.change', (e) =>
+    logger.info({ ...base, files: e.files }, 'python files changed; reloading'),
+  );
+  pool.on('reload.start', () => logger.info(base, 'reload started'));
+  pool.on('reload.done', () => logger.info(base, 'reload done: every worker runs the new code'));
+  pool.on('reload.failed', (e) =>
+    logger.error(
+      { ...base, error: errorFields(e.error) },
+      'reload failed; the old workers keep serving',
+    ),
+  );
   pool.on('pool.recovered', (e) =>
     logger.info({ ...base, downMs: e.downMs, trips: e.trips }, 'pool recovered'),
   );

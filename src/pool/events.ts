@@ -23,6 +23,18 @@ export interface PoolEvents {
    * counts the failures in a row (each one doubles the next cool-down).
    */
   'pool.recovered': (event: { name: string; downMs: number; trips: number }) => void;
+  /** `watch`: `.py` files changed (absolute paths); a reload follows. */
+  'watch.change': (event: { name: string; files: string[] }) => void;
+  /** `reload()` began replacing the workers, one slot at a time. */
+  'reload.start': (event: { name: string }) => void;
+  /** Every slot runs the new code (the workers it replaced may still finish their calls). */
+  'reload.done': (event: { name: string }) => void;
+  /**
+   * A reload stopped: its new worker did not start (`error` is its `ERR_WORKER_INIT`, with the
+   * traceback), or the pool failed or closed meanwhile. The workers that had not been replaced
+   * keep serving.
+   */
+  'reload.failed': (event: { name: string; error: PyvisorError }) => void;
   /** A worker slot changed state. */
   'worker.state': (event: {
     workerId: number;

@@ -1,6 +1,6 @@
 import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { InvalidOptionError } from '../errors.js';
 import type { Logger } from '../observe/logger.js';
 import { DEFAULT_MAX_MESSAGE_SIZE } from '../protocol/index.js';
@@ -128,6 +128,20 @@ export interface PoolOptions {
    * call) below their own message. Default `true`; costs well under a microsecond per call.
    */
   callSiteStacks?: boolean;
+  /**
+   * Development: reload the pool (`pool.reload()`) when a `.py` file changes under the script's
+   * directory (`true`), or under `paths` (files or directories, relative to `cwd`), once changes
+   * have been quiet for `debounce` ms (default 200). Off by default.
+   */
+  watch?: boolean | WatchOptions;
+}
+
+/** What `watch` watches. */
+export interface WatchOptions {
+  /** Files or directories whose `.py` files are watched. Default: the script's directory. */
+  paths?: string[];
+  /** Quiet time before a reload, ms. Default 200. */
+  debounce?: number;
 }
 
 /** Fully defaulted, validated and frozen options. */
@@ -167,6 +181,7 @@ export interface NormalizedOptions {
   readonly logger: Logger | undefined;
   readonly keepAlive: boolean;
   readonly callSiteStacks: boolean;
+  readonly watch: { readonly paths: readonly string[]; readonly debounce: number } | null;
 }
 
 // Node's timers overflow above 2^31-1 ms and then fire immediately.
@@ -282,6 +297,31 @@ function logger(name: string, value: unknown): Logger | undefined {
   return value as Logger;
 }
 
+function watchOption(value: unknown, script: string, cwd: string): NormalizedOptions['watch'] {
+  if (value === undefined || value === false) return null;
+  if (value === true)
+    return Object.freeze({ paths: Object.freeze([dirname(script)]), debounce: 200 });
+  const given = object<WatchOptions>('watch', value, ['paths', 'debounce']);
+  let paths: readonly string[] = [dirname(script)];
+  if (given.paths !== undefined) {
+    if (
+      !Array.isArray(given.paths) ||
+      given.paths.length === 0 ||
+      !given.paths.every((p) => typeof p === 'string' && p.length > 0)
+    ) {
+      throw new InvalidOptionError(
+        'watch.paths',
+        `Expected \`watch.paths\` to be a non-empty array of paths, got ${describe(given.paths)}`,
+      );
+    }
+    paths = given.paths.map((p) => (isAbsolute(p) ? p : resolve(cwd, p)));
+  }
+  return Object.freeze({
+    paths: Object.freeze(paths),
+    debounce: duration('watch.debounce', given.debounce, 200),
+  });
+}
+
 const KNOWN = new Set([
   'script',
   'size',
@@ -309,6 +349,7 @@ const KNOWN = new Set([
   'logger',
   'keepAlive',
   'callSiteStacks',
+  'watch',
   'inspect',
 ]);
 
@@ -460,6 +501,7 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
     logger: logger('logger', input.logger),
     keepAlive: input.keepAlive ?? false,
     callSiteStacks: input.callSiteStacks ?? true,
+    watch: watchOption(input.watch, script, cwd),
   };
   if (options.concurrency > MAX_CONCURRENCY) {
     throw new InvalidOptionError(

@@ -38,6 +38,7 @@ import {
   normalizeOptions,
   type PoolOptions,
 } from './options.js';
+import { watchPython } from './watch.js';
 
 /** Options of one call. */
 export interface CallOptions {
@@ -109,16 +110,25 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
   /** Set when the supervisor itself failed (an internal error), not by a modelled failure. */
   #failure: PyvisorError | null = null;
   #readyWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
+  /** The last reload asked for (running or waiting), and the one waiting for another to end. */
+  #reloading: Promise<void> | null = null;
+  #reloadQueued: Promise<void> | null = null;
+  /** Settles the reload the supervisor runs now. */
+  #reloadWaiter: { resolve: () => void; reject: (error: unknown) => void } | null = null;
   readonly #owner: CallOwner;
   readonly #workerStates: WorkerState[];
   /** The state updater of each slot's current worker, once it has started. */
   readonly #workerSync = new Map<number, () => void>();
   readonly #telemetry: PoolTelemetry;
   readonly #hold: LoopHold;
+  /** Stops the `watch` option's file watchers. */
+  #unwatch: (() => void) | null = null;
   #done!: () => void;
   readonly #whenDone = new Promise<void>((resolve) => {
     this.#done = () => {
       this.#hold.end();
+      this.#unwatch?.();
+      this.#unwatch = null;
       resolve();
     };
   });
@@ -153,7 +163,7 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
           const event = stream === 'stderr' ? 'worker.stderr' : 'worker.stdout';
           if (this.listenerCount(event) > 0) this.emit(event, { workerId, pid, line });
         },
-        onWorkerSpawned: (workerId, ref) => this.#watchWorker(workerId, ref),
+        onWorkerSpawned: (workerId, ref, adopted) => this.#watchWorker(workerId, ref, adopted),
         ...(internals.now ? { now: internals.now } : {}),
         onRoutingEvent: (event) => this.#onSupervisorEvent(event),
       },
@@ -320,6 +330,40 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
   }
 
   /**
+   * Replaces every worker by one running the code on disk now, one slot at a time, without
+   * failing a call: each replacement starts beside the worker it replaces, and only once it is
+   * ready does the old worker stop taking calls (it finishes the ones it runs, then exits).
+   * Resolves when every slot runs the new code. New code that does not start (a syntax error, an
+   * `@on_init` that raises) rejects with its `ERR_WORKER_INIT` (traceback included) while the old
+   * workers keep serving; nothing counts towards the restart intensity or the circuit breaker.
+   * A reload asked for while one runs starts once it is done (calls made meanwhile share it).
+   */
+  reload(): Promise<void> {
+    if (this.#closed) return Promise.reject(new PoolClosedError('The pool is closed'));
+    // One already waits for the running reload: it will load the code on disk when it starts.
+    if (this.#reloadQueued) return this.#reloadQueued;
+    let reload: Promise<void> | undefined;
+    const run = async (): Promise<void> => {
+      if (this.#reloadQueued === reload) this.#reloadQueued = null;
+      await this.ready();
+      await new Promise<void>((resolve, reject) => {
+        this.#reloadWaiter = { resolve, reject };
+        this.#send({ type: 'pool.reload' });
+      });
+    };
+    const running = this.#reloading;
+    const hold = this.#hold;
+    hold.acquire();
+    reload = (running ? running.then(run, run) : run()).finally(() => {
+      hold.release();
+      if (this.#reloading === reload) this.#reloading = null;
+    });
+    if (running) this.#reloadQueued = reload;
+    this.#reloading = reload;
+    return reload;
+  }
+
+  /**
    * Stops accepting calls, rejects queued ones with `ERR_POOL_CLOSED`, ends starting workers at
    * once, lets in-flight calls finish for up to `timeout` ms, then ends every process (shutdown
    * message, SIGTERM, SIGKILL). Resolves when every process has exited. Calling it again returns
@@ -334,6 +378,8 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       return Promise.reject(error);
     }
     this.#closed = true;
+    this.#unwatch?.();
+    this.#unwatch = null;
     this.#rejectReadyWaiters(new PoolClosedError('The pool was closed before it was ready'));
     if (!this.#started || this.#actor.getSnapshot().status === 'error') {
       // Nothing was started (a lazy pool), or XState already stopped every worker.
@@ -359,6 +405,15 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     this.#started = true;
     this.#hold.start();
     this.#actor.start();
+    const { watch } = this.options;
+    if (watch) {
+      this.#unwatch = watchPython(watch.paths, watch.debounce, (files) => {
+        if (this.#closed) return;
+        this.emit('watch.change', { name: this.name, files });
+        // The outcome is reported by reload.done / reload.failed (and the logger).
+        this.reload().catch(() => {});
+      });
+    }
   }
 
   #send(event: SupervisorEvent): void {
@@ -483,6 +538,23 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
         this.#rejectReadyWaiters(event.error);
         this.emit('pool.failed', { error: event.error });
         break;
+      case 'reload.start':
+        this.emit('reload.start', { name: this.name });
+        break;
+      case 'reload.done': {
+        const waiter = this.#reloadWaiter;
+        this.#reloadWaiter = null;
+        this.emit('reload.done', { name: this.name });
+        waiter?.resolve();
+        break;
+      }
+      case 'reload.failed': {
+        const waiter = this.#reloadWaiter;
+        this.#reloadWaiter = null;
+        this.emit('reload.failed', { name: this.name, error: event.error });
+        waiter?.reject(event.error);
+        break;
+      }
       case 'pool.recovered':
         this.emit('pool.recovered', { name: this.name, downMs: event.downMs, trips: event.trips });
         break;
@@ -548,9 +620,11 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     }
   }
 
-  #watchWorker(workerId: number, ref: WorkerActor): void {
+  #watchWorker(workerId: number, ref: WorkerActor, adopted: boolean): void {
     let last: WorkerState | null = null;
     const update = () => {
+      // A worker a reload replaced no longer speaks for its slot.
+      if (last !== null && this.#workerSync.get(workerId) !== update) return;
       // Tracked always (a few property reads), so a listener attached later gets a true `from`.
       const snapshot = ref.getSnapshot();
       const state = workerStateOf(snapshot);
@@ -559,13 +633,18 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       const from = last ?? this.#workerStates[workerId]!;
       last = state;
       this.#workerStates[workerId] = state;
-      if (this.listenerCount('worker.state') > 0) {
+      // A reload's new worker takes over a ready slot already ready: no change to report.
+      if (from !== state && this.listenerCount('worker.state') > 0) {
         this.emit('worker.state', { workerId, pid: snapshot.context.pid, from, to: state });
       }
     };
     // The first update comes with the actor's start, which the supervisor defers until after the
     // events of the transition that spawned it (a circuit change is announced before the spawn).
     ref.subscribe({ next: update, complete: update, error: update });
+    // A reload's replacement started long ago, beside the worker it replaces: it takes the slot
+    // (and its `worker.state` events) now, already ready. Its first update runs with the
+    // supervisor's next event (its `worker.ready`), outside the supervisor's transition.
+    if (adopted) this.#workerSync.set(workerId, update);
   }
 
   /**

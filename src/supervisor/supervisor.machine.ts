@@ -111,6 +111,10 @@ export interface Slot {
   blocked: boolean;
   /** When a retiring worker of this slot was last health-checked (`now()` clock). */
   checkedAt: number;
+  /** A reload's replacement, starting beside the slot's worker until it is ready. */
+  incoming: SlotWorker | null;
+  /** Workers a reload replaced: they finish their calls and exit; nothing restarts them. */
+  leaving: SlotWorker[];
 }
 
 /** Input of {@link supervisorMachine}. */
@@ -131,8 +135,11 @@ export interface SupervisorInput {
     stream: 'stdout' | 'stderr',
     line: string,
   ) => void;
-  /** A worker actor was spawned (the pool watches its state). */
-  onWorkerSpawned: (workerId: number, ref: WorkerActor) => void;
+  /**
+   * A worker actor became a slot's worker (the pool watches its state): when it is spawned, or,
+   * for a reload's replacement (`adopted`), once it is ready and takes the slot.
+   */
+  onWorkerSpawned: (workerId: number, ref: WorkerActor, adopted: boolean) => void;
   /** What routing emits; it runs outside the machine's transitions (see {@link Router}). */
   onRoutingEvent: (event: SupervisorEmitted) => void;
   /** The clock for ages, sessions and restart intensity, ms. Default `performance.now`. */
@@ -159,11 +166,15 @@ export interface SupervisorContext {
   recoveredAt: number | null;
   /** The current cool-down: its length and when it began (`now()` clock); null when up. */
   coolDown: { ms: number; since: number } | null;
+  /** The rolling reload in progress: the slot being replaced now; null when none runs. */
+  reload: { slot: number } | null;
 }
 
 /** Events the supervisor receives. */
 export type SupervisorEvent =
   | { type: 'pool.close'; timeout: number }
+  /** Replace every worker, one at a time, by one running the code on disk now. */
+  | { type: 'pool.reload' }
   | { type: 'restart.due'; slot: number }
   | { type: 'close.deadline' }
   | { type: 'maintenance.tick' }
@@ -185,6 +196,7 @@ export type SupervisorEvent =
  */
 export const SUPERVISOR_EVENT_TYPES = Object.keys({
   'pool.close': true,
+  'pool.reload': true,
   'restart.due': true,
   'close.deadline': true,
   'maintenance.tick': true,
@@ -209,6 +221,9 @@ export type SupervisorEmitted =
   | { type: 'pool.ready' }
   | { type: 'pool.failed'; error: PyvisorError }
   | { type: 'pool.recovered'; downMs: number; trips: number }
+  | { type: 'reload.start' }
+  | { type: 'reload.done' }
+  | { type: 'reload.failed'; error: PyvisorError }
   | { type: 'pool.circuitOpen'; error: CircuitOpenError }
   | { type: 'worker.exited'; exit: WorkerExit }
   | {
@@ -315,13 +330,26 @@ function refusal(context: SupervisorContext): PyvisorError | null {
 
 /** Starts a new process in `slot`. */
 function startWorker(context: SupervisorContext, enqueue: Enqueue, slot: Slot): void {
-  const { options, input, router } = context;
   slot.blocked = false;
   slot.restartPending = false;
-  if (slot.generation > 0) slot.restarts++;
+  slot.worker = spawnWorker(context, enqueue, slot, true);
+}
+
+/**
+ * Spawns a process for `slot`. `current`: it is the slot's worker from now on (the pool watches
+ * its state); else it is a reload's replacement, adopted once it is ready.
+ */
+function spawnWorker(
+  context: SupervisorContext,
+  enqueue: Enqueue,
+  slot: Slot,
+  current: boolean,
+): SlotWorker {
+  const { options, input, router } = context;
+  // A reload's replacement is not a restart.
+  if (current && slot.generation > 0) slot.restarts++;
   slot.generation++;
   const worker = new SlotWorker(slot.index, slot.generation, context.now());
-  slot.worker = worker;
   enqueue.spawn((spawn, self) => {
     const spawnTransport: SpawnTransport = (spec, handlers) => {
       const transport = input.spawn(spec, {
@@ -361,8 +389,65 @@ function startWorker(context: SupervisorContext, enqueue: Enqueue, slot: Slot): 
         router.bounced(event.call as PendingCall, worker, event.gone);
       } else self.send(event as SupervisorEvent);
     });
-    input.onWorkerSpawned(slot.index, ref);
+    if (current) input.onWorkerSpawned(slot.index, ref, false);
   });
+  return worker;
+}
+
+/** Every process of `slot`: its worker, a reload's replacement, and those a reload replaced. */
+function processesOf(slot: Slot): SlotWorker[] {
+  const out = slot.worker ? [slot.worker] : [];
+  if (slot.incoming) out.push(slot.incoming);
+  out.push(...slot.leaving);
+  return out;
+}
+
+/** Starts the replacement for the reload's current slot. */
+function startReplacement(context: SupervisorContext, enqueue: Enqueue): void {
+  const slot = context.slots[context.reload!.slot]!;
+  slot.incoming = spawnWorker(context, enqueue, slot, false);
+}
+
+/**
+ * A reload's replacement is ready: it takes the slot; the worker it replaces takes no new call
+ * and stops once its calls are done (a restart pending for the slot is cancelled).
+ */
+function adoptReplacement(context: SupervisorContext, enqueue: Enqueue, slot: Slot): void {
+  const incoming = slot.incoming!;
+  const old = slot.worker;
+  if (slot.restartPending) enqueue.cancel(`restart-${slot.index}`);
+  slot.restartPending = false;
+  slot.blocked = false;
+  slot.incoming = null;
+  slot.worker = incoming;
+  // The slot's state is the new worker's from now on, before the old one starts stopping.
+  context.input.onWorkerSpawned(slot.index, incoming.ref, true);
+  if (old) {
+    context.router.workerGone(old);
+    old.stop('recycle');
+    slot.leaving.push(old);
+  }
+}
+
+/** The reload moves on to the next slot, or is done. */
+function continueReload(context: SupervisorContext, enqueue: Enqueue): void {
+  const next = context.reload!.slot + 1;
+  if (next < context.slots.length) {
+    context.reload = { slot: next };
+    startReplacement(context, enqueue);
+  } else {
+    context.reload = null;
+    enqueue.emit({ type: 'reload.done' });
+  }
+}
+
+/** The reload ends without finishing: its replacement (if any) is stopped. */
+function abortReload(context: SupervisorContext, enqueue: Enqueue, error: PyvisorError): void {
+  if (!context.reload) return;
+  const slot = context.slots[context.reload.slot]!;
+  slot.incoming?.stop('close');
+  context.reload = null;
+  enqueue.emit({ type: 'reload.failed', error });
 }
 
 /** Starts `slot` now if the breaker allows it, else parks it until the breaker changes. */
@@ -389,6 +474,7 @@ function cancelRestarts(context: SupervisorContext, enqueue: Enqueue): void {
 /** Bookkeeping for a worker that ended; returns its slot, or undefined for a stale event. */
 function releaseSlot(context: SupervisorContext, enqueue: Enqueue, exit: WorkerExit) {
   const slot = context.slots[exit.workerId];
+  if (slot && releaseExtra(slot, enqueue, exit)) return undefined;
   const worker = slot?.worker;
   if (!slot || !worker || worker.generation !== exit.generation) return undefined;
   enqueue.stopChild(worker.ref);
@@ -396,6 +482,20 @@ function releaseSlot(context: SupervisorContext, enqueue: Enqueue, exit: WorkerE
   context.router.workerGone(worker);
   slot.worker = null;
   return slot;
+}
+
+/** Releases a reload's replacement or a replaced worker that ended; false if it is neither. */
+function releaseExtra(slot: Slot, enqueue: Enqueue, exit: WorkerExit): boolean {
+  if (slot.incoming?.generation === exit.generation) {
+    enqueue.stopChild(slot.incoming.ref);
+    slot.incoming = null;
+    return true;
+  }
+  const i = slot.leaving.findIndex((w) => w.generation === exit.generation);
+  if (i < 0) return false;
+  enqueue.stopChild(slot.leaving[i]!.ref);
+  slot.leaving.splice(i, 1);
+  return true;
 }
 
 function isStartFailure(exit: WorkerExit): boolean {
@@ -434,18 +534,25 @@ function intensityExceeded(context: SupervisorContext, event: SupervisorEvent): 
  */
 function releaseFailedWorkers(context: SupervisorContext, enqueue: Enqueue, error: PyvisorError) {
   for (const slot of context.slots) {
-    const worker = slot.worker;
-    if (worker?.ref.getSnapshot().status !== 'error') continue;
-    for (const call of worker.callsInFlight()) call.reject(error);
-    enqueue.stopChild(worker.ref);
-    context.router.workerGone(worker);
-    slot.worker = null;
+    for (const worker of processesOf(slot)) {
+      if (worker.ref.getSnapshot().status !== 'error') continue;
+      for (const call of worker.callsInFlight()) call.reject(error);
+      enqueue.stopChild(worker.ref);
+      if (worker === slot.worker) {
+        context.router.workerGone(worker);
+        slot.worker = null;
+      } else if (worker === slot.incoming) {
+        slot.incoming = null;
+      } else {
+        slot.leaving.splice(slot.leaving.indexOf(worker), 1);
+      }
+    }
   }
 }
 
 function stopAll(context: SupervisorContext, reason: StopReason): void {
   // Starting workers end at once; busy ones finish their call first.
-  for (const slot of context.slots) slot.worker?.stop(reason);
+  for (const slot of context.slots) for (const worker of processesOf(slot)) worker.stop(reason);
 }
 
 // Any other child finishing would be a bug in pyvisor; there is nothing to do with it.
@@ -471,6 +578,8 @@ const WINDING_DOWN = {
   'coolDown.expired': {},
   // Every worker is stopping: nothing to check, retire or forget.
   'maintenance.tick': {},
+  // The pool failed or is closing: a reload has nothing to replace.
+  'pool.reload': { actions: 'refuse reload' },
   // The worker is being stopped anyway; its exit follows.
   'health.failed': {},
   // The breaker's state is read from its machine; nothing starts any more.
@@ -510,7 +619,8 @@ export const supervisorMachine = setup({
     'restart intensity exceeded and the pool cools down': ({ context, event }) =>
       Number.isFinite(context.options.restart.coolDown) && intensityExceeded(context, event),
     'restart intensity exceeded': ({ context, event }) => intensityExceeded(context, event),
-    'no worker left': ({ context }) => context.slots.every((slot) => slot.worker === null),
+    'no worker left': ({ context }) =>
+      context.slots.every((slot) => processesOf(slot).length === 0),
     // Workers are the only children that finish: the circuit and the ticker run until stopped,
     // and the interpreter lookup's done event is handled by its invoke.
     'a worker finished': ({ event }) => event.type.startsWith(WORKER_DONE),
@@ -540,6 +650,8 @@ export const supervisorMachine = setup({
       const enqueue = effects(raw);
       if (event.type !== 'worker.ready') return;
       const slot = context.slots[event.workerId];
+      const adopted = slot?.incoming?.generation === event.generation;
+      if (adopted) adoptReplacement(context, enqueue, slot!);
       const worker = slot?.worker;
       if (!slot || !worker || worker.generation !== event.generation) return;
       if (context.router.isCurrent(worker)) return;
@@ -557,20 +669,48 @@ export const supervisorMachine = setup({
       worker.readyAt = context.now();
       context.router.workerReady(worker);
       if (context.router.ready === context.options.size) enqueue.emit({ type: 'pool.ready' });
+      if (adopted) continueReload(context, enqueue);
+    }),
+    'refuse reload': enqueueActions(({ context, enqueue: raw }) => {
+      effects(raw).emit({
+        type: 'reload.failed',
+        error: context.failure ?? new PoolClosedError('The pool closed before the reload'),
+      });
+    }),
+    'begin reload': enqueueActions(({ context, enqueue: raw }) => {
+      const enqueue = effects(raw);
+      // The pool sends one at a time; a second one while a reload runs would be a bug there.
+      if (context.reload) return;
+      context.reload = { slot: 0 };
+      enqueue.emit({ type: 'reload.start' });
+      startReplacement(context, enqueue);
     }),
     'stop the worker': ({ context, event }) => {
       if (event.type !== 'worker.ready') return;
-      const worker = context.slots[event.workerId]?.worker;
-      if (worker?.generation === event.generation) {
-        worker.stop(context.failure ? 'failed' : 'close');
+      const slot = context.slots[event.workerId];
+      for (const worker of slot ? processesOf(slot) : []) {
+        if (worker.generation === event.generation) {
+          worker.stop(context.failure ? 'failed' : 'close');
+        }
       }
     },
     'handle worker exit': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
       if (event.type !== 'worker.exited') return;
       const { exit } = event;
+      const replacement = context.slots[exit.workerId]?.incoming?.generation === exit.generation;
       const slot = releaseSlot(context, enqueue, exit);
       enqueue.emit({ type: 'worker.exited', exit });
+      // New code that does not start: the old workers keep serving; nothing is counted.
+      if (replacement && context.reload) {
+        context.reload = null;
+        enqueue.emit({
+          type: 'reload.failed',
+          error:
+            exit.error ??
+            new PoolClosedError("The reload's new worker stopped before it was ready"),
+        });
+      }
       if (!slot) return;
       let delay: number;
       let reason: WorkerExit['reason'] | 'recycled' = exit.reason;
@@ -710,17 +850,14 @@ export const supervisorMachine = setup({
       if (!healthCheck) return;
       const now = context.now();
       for (const slot of context.slots) {
-        const worker = slot.worker;
-        if (
-          !worker ||
-          context.router.isCurrent(worker) ||
-          now - slot.checkedAt < healthCheck.interval
-        ) {
-          continue;
+        if (now - slot.checkedAt < healthCheck.interval) continue;
+        const retiring = [...slot.leaving];
+        if (slot.worker && !context.router.isCurrent(slot.worker)) retiring.push(slot.worker);
+        for (const worker of retiring) {
+          if (workerStateOf(worker.ref.getSnapshot()) !== 'busy') continue;
+          slot.checkedAt = now;
+          enqueue.sendTo(worker.ref, { type: 'health.check' } satisfies WorkerEvent);
         }
-        if (workerStateOf(worker.ref.getSnapshot()) !== 'busy') continue;
-        slot.checkedAt = now;
-        enqueue.sendTo(worker.ref, { type: 'health.check' } satisfies WorkerEvent);
       }
     }),
     'report health failure': enqueueActions(({ event, enqueue: raw }) => {
@@ -734,12 +871,14 @@ export const supervisorMachine = setup({
       releaseFailedWorkers(context, enqueue, context.failure!);
       context.router.stop(() => context.failure!);
       cancelRestarts(context, enqueue);
+      abortReload(context, enqueue, context.failure!);
       stopAll(context, 'failed');
     }),
     'begin closing': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
       context.router.stop(() => new PoolClosedError('The pool closed before the call started'));
       cancelRestarts(context, enqueue);
+      abortReload(context, enqueue, new PoolClosedError('The pool closed during the reload'));
       stopAll(context, 'close');
       const timeout = event.type === 'pool.close' ? event.timeout : 0;
       enqueue.raise({ type: 'close.deadline' }, { delay: timeout, id: 'close-deadline' });
@@ -753,10 +892,12 @@ export const supervisorMachine = setup({
     }),
     'kill remaining workers': ({ context }) => {
       for (const slot of context.slots) {
-        slot.worker?.ref.send({
-          type: 'worker.kill',
-          error: new PoolClosedError('The pool closed before the call finished (close timeout)'),
-        });
+        for (const worker of processesOf(slot)) {
+          worker.ref.send({
+            type: 'worker.kill',
+            error: new PoolClosedError('The pool closed before the call finished (close timeout)'),
+          });
+        }
       }
     },
   },
@@ -779,6 +920,8 @@ export const supervisorMachine = setup({
       restartPending: false,
       blocked: false,
       checkedAt: 0,
+      incoming: null,
+      leaving: [],
     }));
     const live = (): SupervisorContext => (self as AnyActorRef).getSnapshot().context;
     return {
@@ -831,6 +974,7 @@ export const supervisorMachine = setup({
       trips: 0,
       recoveredAt: null,
       coolDown: null,
+      reload: null,
     };
   },
   initial: 'up',
@@ -883,6 +1027,7 @@ export const supervisorMachine = setup({
         'circuit.halfOpen': { actions: 'start the probe' },
         'circuit.closed': { actions: 'start parked slots' },
         'maintenance.tick': { actions: 'do maintenance' },
+        'pool.reload': { actions: 'begin reload' },
         'pool.close': { target: 'closing' },
         // Raised only while closing.
         'close.deadline': {},
@@ -1042,6 +1187,8 @@ export function failEveryCall(supervisor: SupervisorActor, error: PyvisorError):
   const { context } = supervisor.getSnapshot();
   context.router.stop(() => error);
   for (const slot of context.slots) {
-    for (const call of slot.worker?.callsInFlight() ?? []) call.reject(error);
+    for (const worker of processesOf(slot)) {
+      for (const call of worker.callsInFlight()) call.reject(error);
+    }
   }
 }
