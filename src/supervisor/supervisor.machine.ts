@@ -685,15 +685,19 @@ export const supervisorMachine = setup({
       enqueue.emit({ type: 'reload.start' });
       startReplacement(context, enqueue);
     }),
-    'stop the worker': ({ context, event }) => {
+    'stop the worker': enqueueActions(({ context, event, enqueue: raw }) => {
+      const enqueue = effects(raw);
       if (event.type !== 'worker.ready') return;
       const slot = context.slots[event.workerId];
       for (const worker of slot ? processesOf(slot) : []) {
         if (worker.generation === event.generation) {
-          worker.stop(context.failure ? 'failed' : 'close');
+          enqueue.sendTo(worker.ref, {
+            type: 'worker.stop',
+            reason: context.failure ? 'failed' : 'close',
+          });
         }
       }
-    },
+    }),
     'handle worker exit': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
       if (event.type !== 'worker.exited') return;
@@ -890,16 +894,19 @@ export const supervisorMachine = setup({
         context.failure ?? new PoolClosedError('The pool closed while an internal actor failed'),
       );
     }),
-    'kill remaining workers': ({ context }) => {
+    // Sent with enqueue: a child handling an event sent from a plain action would run its own
+    // assigns inside it (XState warns, and they are not meant to run there).
+    'kill remaining workers': enqueueActions(({ context, enqueue: raw }) => {
+      const enqueue = effects(raw);
       for (const slot of context.slots) {
         for (const worker of processesOf(slot)) {
-          worker.ref.send({
+          enqueue.sendTo(worker.ref, {
             type: 'worker.kill',
             error: new PoolClosedError('The pool closed before the call finished (close timeout)'),
           });
         }
       }
-    },
+    }),
   },
 }).createMachine({
   id: 'supervisor',
