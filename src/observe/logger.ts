@@ -71,6 +71,12 @@ export function attachLogger(pool: EventEmitter<PoolEvents>, name: string, logge
   pool.on('pool.failed', (e) =>
     logger.error({ ...base, error: errorFields(e.error) }, 'pool failed'),
   );
+  pool.on('worker.added', (e) =>
+    logger.info({ ...base, workerId: e.workerId, size: e.size }, 'worker added: calls are waiting'),
+  );
+  pool.on('worker.removed', (e) =>
+    logger.info({ ...base, workerId: e.workerId, size: e.size }, 'worker removed: idle'),
+  );
   pool.on('watch.change', (e) =>
     logger.info({ ...base, files: e.files }, 'python files changed; reloading'),
   );

@@ -23,6 +23,13 @@ export interface PoolEvents {
    * counts the failures in a row (each one doubles the next cool-down).
    */
   'pool.recovered': (event: { name: string; downMs: number; trips: number }) => void;
+  /**
+   * Elastic size: a worker is starting in slot `workerId` because calls wait and none is free
+   * (`why: 'demand'`); `size` counts the pool's workers with it.
+   */
+  'worker.added': (event: { workerId: number; why: 'demand'; size: number }) => void;
+  /** Elastic size: a worker idle for `idleTimeout` stopped (`why: 'idle'`); `size` is what is left. */
+  'worker.removed': (event: { workerId: number; why: 'idle'; size: number }) => void;
   /** `watch`: `.py` files changed (absolute paths); a reload follows. */
   'watch.change': (event: { name: string; files: string[] }) => void;
   /** `reload()` began replacing the workers, one slot at a time. */

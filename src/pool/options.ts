@@ -61,8 +61,14 @@ export interface RecycleOptions {
 export interface PoolOptions {
   /** Path of the Python handler file (relative paths resolve against `cwd`). Required. */
   script: string;
-  /** Number of workers. Default `os.availableParallelism()`. */
-  size?: number;
+  /**
+   * Number of workers: a number (fixed), or `{ min, max }` (elastic: `min` start at once and
+   * `ready()` waits for them; a call that finds no free worker starts another, up to `max`; a
+   * worker idle for `idleTimeout` stops, down to `min`). Default `os.availableParallelism()`.
+   */
+  size?: number | { min: number; max: number };
+  /** Elastic `size`: how long a worker beyond `min` may stay idle before it stops, ms. Default 60000. */
+  idleTimeout?: number;
   /**
    * Calls one worker runs at once (1–10000). Default 1. Above 1, `async def` handlers run side by
    * side as tasks on the worker's event loop; plain handlers still block that loop while they run.
@@ -147,7 +153,11 @@ export interface WatchOptions {
 /** Fully defaulted, validated and frozen options. */
 export interface NormalizedOptions {
   readonly script: string;
+  /** Worker slots: the fixed size, or `max` of an elastic one. */
   readonly size: number;
+  /** Workers started eagerly and kept: `size` when it is fixed. */
+  readonly minSize: number;
+  readonly idleTimeout: number;
   readonly concurrency: number;
   readonly pipeline: boolean;
   readonly python: string;
@@ -297,6 +307,23 @@ function logger(name: string, value: unknown): Logger | undefined {
   return value as Logger;
 }
 
+function sizeOption(value: unknown): { size: number; minSize: number } {
+  if (value === undefined || typeof value === 'number') {
+    const size = integer('size', value, Math.min(availableParallelism(), MAX_SIZE), 1);
+    return { size, minSize: size };
+  }
+  const given = object<{ min?: unknown; max?: unknown }>('size', value, ['min', 'max']);
+  const min = integer('size.min', given.min ?? Number.NaN, 1, 1);
+  const max = integer('size.max', given.max ?? Number.NaN, 1, 1);
+  if (max < min) {
+    throw new InvalidOptionError(
+      'size.max',
+      `Expected \`size.max\` (${max}) to be at least \`size.min\` (${min})`,
+    );
+  }
+  return { size: max, minSize: min };
+}
+
 function watchOption(value: unknown, script: string, cwd: string): NormalizedOptions['watch'] {
   if (value === undefined || value === false) return null;
   if (value === true)
@@ -325,6 +352,7 @@ function watchOption(value: unknown, script: string, cwd: string): NormalizedOpt
 const KNOWN = new Set([
   'script',
   'size',
+  'idleTimeout',
   'concurrency',
   'pipeline',
   'python',
@@ -450,7 +478,8 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
   }
   const options: NormalizedOptions = {
     script,
-    size: integer('size', input.size, Math.min(availableParallelism(), MAX_SIZE), 1),
+    ...sizeOption(input.size),
+    idleTimeout: duration('idleTimeout', input.idleTimeout, 60_000, { allowZero: false }),
     concurrency: integer('concurrency', input.concurrency, 1, 1),
     pipeline: input.pipeline ?? true,
     python: str('python', input.python, process.env.PYVISOR_PYTHON || 'python3'),

@@ -538,6 +538,12 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
         this.#rejectReadyWaiters(event.error);
         this.emit('pool.failed', { error: event.error });
         break;
+      case 'worker.added':
+        this.emit('worker.added', { workerId: event.workerId, why: event.why, size: event.size });
+        break;
+      case 'worker.removed':
+        this.emit('worker.removed', { workerId: event.workerId, why: event.why, size: event.size });
+        break;
       case 'reload.start':
         this.emit('reload.start', { name: this.name });
         break;

@@ -71,6 +71,13 @@ export interface RouterHooks<C extends RoutedCall, W extends RoutedWorker<C>> {
   retire(worker: W, why: RetireWhy): boolean;
   /** Told after the router's own state changed; never from inside a worker's transition. */
   emit(event: RouterEvent): void;
+  /**
+   * A call found no free worker: an elastic pool may start another. Called synchronously,
+   * possibly inside a transition.
+   */
+  demand?(): void;
+  /** An elastic pool may still add a worker, or one it added is not ready yet. */
+  growing?(): boolean;
 }
 
 /** Options of a {@link Router}. */
@@ -228,7 +235,7 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     const pinned = this.#pinnedWorker(call);
     if (pinned) {
       this.#sessions.bind(call.session!, pinned.slot, pinned.generation, this.#hooks.now());
-      const limit = this.#places + (this.queued < this.#maxQueue ? this.#extra : 0);
+      const limit = this.#places + (this.queued < this.#maxQueue ? this.#earlyNow() : 0);
       if (this.#hasRoom(pinned, limit) && pinned.accepting()) {
         this.#dispatch(pinned, call);
         return;
@@ -239,9 +246,15 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
         return;
       }
     } else {
-      const worker = this.#pickFree() ?? (this.queued < this.#maxQueue ? this.#pickEarly() : null);
-      if (worker) {
-        this.#dispatch(worker, call);
+      const free = this.#pickFree();
+      if (free) {
+        this.#dispatch(free, call);
+        return;
+      }
+      this.#hooks.demand?.();
+      const early = this.queued < this.#maxQueue ? this.#pickEarly() : null;
+      if (early) {
+        this.#dispatch(early, call);
         return;
       }
       const refusal = this.#hooks.refusal();
@@ -440,7 +453,7 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
       return;
     }
     const slot = worker.slot;
-    const limit = this.#places + this.#extra;
+    const limit = this.#places + this.#earlyNow();
     while (this.#load[slot]! < limit && this.#queue.size > 0) {
       if (this.#retireIfDue(worker)) {
         this.#serveAll();
@@ -467,9 +480,10 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
     const free = this.#free;
     this.#free = [];
     for (const worker of free) this.#serve(worker);
-    if (this.#extra === 0 || this.#queue.size === 0) return;
+    const extra = this.#earlyNow();
+    if (extra === 0 || this.#queue.size === 0) return;
     for (const worker of this.#workers) {
-      if (worker && this.#load[worker.slot]! < this.#places + this.#extra) this.#serve(worker);
+      if (worker && this.#load[worker.slot]! < this.#places + extra) this.#serve(worker);
     }
   }
 
@@ -500,16 +514,25 @@ export class Router<C extends RoutedCall, W extends RoutedWorker<C>> implements 
   }
 
   /**
+   * Calls a worker may hold beyond its places now: none while an elastic pool may still add a
+   * worker (a waiting call goes to it rather than behind a busy worker's call).
+   */
+  #earlyNow(): number {
+    return this.#extra === 0 || this.#hooks.growing?.() ? 0 : this.#extra;
+  }
+
+  /**
    * Pipelining: a busy serial worker that may be handed one call early. The one that took its
    * running call longest ago, which is the likeliest to finish first.
    */
   #pickEarly(): W | undefined {
-    if (this.#extra === 0) return undefined;
+    const extra = this.#earlyNow();
+    if (extra === 0) return undefined;
     let best: W | undefined;
     for (const worker of this.#workers) {
       if (
         worker &&
-        this.#load[worker.slot]! < this.#places + this.#extra &&
+        this.#load[worker.slot]! < this.#places + extra &&
         (!best || this.#lastUsed[worker.slot]! < this.#lastUsed[best.slot]!) &&
         worker.accepting()
       ) {

@@ -63,6 +63,8 @@ export class SlotWorker implements RoutedWorker<PendingCall> {
   readyAt = 0;
   /** Resident memory at the last maintenance tick, bytes; null before the first sample. */
   rss: number | null = null;
+  /** Since when it has had no call (`now()` clock), for an elastic pool's `idleTimeout`. */
+  idleSince: number | null = null;
 
   constructor(
     readonly slot: number,
@@ -75,6 +77,7 @@ export class SlotWorker implements RoutedWorker<PendingCall> {
   }
 
   start(call: PendingCall): void {
+    this.idleSince = null;
     this.ref.send({ type: 'call.start', call });
   }
 
@@ -115,6 +118,10 @@ export interface Slot {
   incoming: SlotWorker | null;
   /** Workers a reload replaced: they finish their calls and exit; nothing restarts them. */
   leaving: SlotWorker[];
+  /** Elastic size: the slot has no process and wants none (beyond `min`, not needed now). */
+  parked: boolean;
+  /** Elastic size: its worker is stopping for being idle; the slot parks when it exits. */
+  parking: boolean;
 }
 
 /** Input of {@link supervisorMachine}. */
@@ -178,6 +185,8 @@ export type SupervisorEvent =
   | { type: 'restart.due'; slot: number }
   | { type: 'close.deadline' }
   | { type: 'maintenance.tick' }
+  /** Elastic size: calls wait and no worker is free (see the router's `demand`). */
+  | { type: 'pool.demand' }
   /** The cool-down after a restart-intensity trip is over: the pool starts its workers again. */
   | { type: 'coolDown.expired' }
   /** A worker machine reached its final state (raised from its done event, see below). */
@@ -200,6 +209,7 @@ export const SUPERVISOR_EVENT_TYPES = Object.keys({
   'restart.due': true,
   'close.deadline': true,
   'maintenance.tick': true,
+  'pool.demand': true,
   'coolDown.expired': true,
   'worker.exited': true,
   'xstate.error.actor.*': true,
@@ -222,6 +232,8 @@ export type SupervisorEmitted =
   | { type: 'pool.failed'; error: PyvisorError }
   | { type: 'pool.recovered'; downMs: number; trips: number }
   | { type: 'reload.start' }
+  | { type: 'worker.added'; workerId: number; why: 'demand'; size: number }
+  | { type: 'worker.removed'; workerId: number; why: 'idle'; size: number }
   | { type: 'reload.done' }
   | { type: 'reload.failed'; error: PyvisorError }
   | { type: 'pool.circuitOpen'; error: CircuitOpenError }
@@ -384,14 +396,66 @@ function spawnWorker(
     worker.ref = ref;
     ref.on('*', (event) => {
       // Routing events go straight to the router (no supervisor event per call).
-      if (event.type === 'worker.free') router.workerFree(worker);
-      else if (event.type === 'worker.bounced') {
+      if (event.type === 'worker.free') {
+        if (event.inFlight === 0) worker.idleSince = context.now();
+        router.workerFree(worker);
+      } else if (event.type === 'worker.bounced') {
         router.bounced(event.call as PendingCall, worker, event.gone);
       } else self.send(event as SupervisorEvent);
     });
     if (current) input.onWorkerSpawned(slot.index, ref, false);
   });
   return worker;
+}
+
+/** Slots that have (or want) a process: all of them for a fixed size. */
+function activeSlots(context: SupervisorContext): number {
+  let n = 0;
+  for (const slot of context.slots) if (!slot.parked) n++;
+  return n;
+}
+
+/**
+ * Elastic size: starts parked slots while more calls wait than workers are on their way (one
+ * start per waiting call at most), up to `max`.
+ */
+function grow(context: SupervisorContext, enqueue: Enqueue): void {
+  const { router } = context;
+  let coming = 0;
+  for (const slot of context.slots) {
+    if (!slot.parked && !(slot.worker && router.isCurrent(slot.worker))) coming++;
+  }
+  for (const slot of context.slots) {
+    if (router.queued <= coming) return;
+    if (!slot.parked) continue;
+    slot.parked = false;
+    coming++;
+    enqueue.emit({
+      type: 'worker.added',
+      workerId: slot.index,
+      why: 'demand',
+      size: activeSlots(context),
+    });
+    startIfAllowed(context, enqueue, slot);
+  }
+}
+
+/** Elastic size: stops workers idle for `idleTimeout`, newest slots first, down to `min`. */
+function shrink(context: SupervisorContext, enqueue: Enqueue): void {
+  const { options, router } = context;
+  let active = activeSlots(context);
+  const now = context.now();
+  for (let i = context.slots.length - 1; i >= 0 && active > options.minSize; i--) {
+    const slot = context.slots[i]!;
+    const worker = slot.worker;
+    if (slot.parked || slot.parking || !worker || !router.isCurrent(worker)) continue;
+    if (worker.idleSince === null || now - worker.idleSince < options.idleTimeout) continue;
+    if (router.loadOf(slot.index) > 0) continue;
+    slot.parking = true;
+    active--;
+    router.workerGone(worker);
+    enqueue.sendTo(worker.ref, { type: 'worker.stop', reason: 'recycle' });
+  }
 }
 
 /** Every process of `slot`: its worker, a reload's replacement, and those a reload replaced. */
@@ -429,10 +493,16 @@ function adoptReplacement(context: SupervisorContext, enqueue: Enqueue, slot: Sl
   }
 }
 
+/** The first slot from `from` on that has a process to replace, or -1. */
+function nextReloadSlot(context: SupervisorContext, from: number): number {
+  for (let i = from; i < context.slots.length; i++) if (!context.slots[i]!.parked) return i;
+  return -1;
+}
+
 /** The reload moves on to the next slot, or is done. */
 function continueReload(context: SupervisorContext, enqueue: Enqueue): void {
-  const next = context.reload!.slot + 1;
-  if (next < context.slots.length) {
+  const next = nextReloadSlot(context, context.reload!.slot + 1);
+  if (next >= 0) {
     context.reload = { slot: next };
     startReplacement(context, enqueue);
   } else {
@@ -578,6 +648,8 @@ const WINDING_DOWN = {
   'coolDown.expired': {},
   // Every worker is stopping: nothing to check, retire or forget.
   'maintenance.tick': {},
+  // Nothing starts any more.
+  'pool.demand': {},
   // The pool failed or is closing: a reload has nothing to replace.
   'pool.reload': { actions: 'refuse reload' },
   // The worker is being stopped anyway; its exit follows.
@@ -613,7 +685,7 @@ export const supervisorMachine = setup({
       return (
         worker?.generation === event.generation &&
         !context.router.isCurrent(worker) &&
-        context.router.ready + 1 === context.options.size
+        context.router.ready + 1 === activeSlots(context)
       );
     },
     'restart intensity exceeded and the pool cools down': ({ context, event }) =>
@@ -644,7 +716,7 @@ export const supervisorMachine = setup({
         context.options,
         (event as unknown as { output: string }).output,
       );
-      for (const slot of context.slots) startIfAllowed(context, enqueue, slot);
+      for (const slot of context.slots) if (!slot.parked) startIfAllowed(context, enqueue, slot);
     }),
     'note worker ready': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
@@ -668,8 +740,11 @@ export const supervisorMachine = setup({
       // It joins the router now and may take waiting calls at once.
       worker.readyAt = context.now();
       context.router.workerReady(worker);
-      if (context.router.ready === context.options.size) enqueue.emit({ type: 'pool.ready' });
+      if (context.router.ready === activeSlots(context)) enqueue.emit({ type: 'pool.ready' });
       if (adopted) continueReload(context, enqueue);
+    }),
+    grow: enqueueActions(({ context, enqueue: raw }) => {
+      if (context.spec) grow(context, effects(raw));
     }),
     'refuse reload': enqueueActions(({ context, enqueue: raw }) => {
       effects(raw).emit({
@@ -681,7 +756,7 @@ export const supervisorMachine = setup({
       const enqueue = effects(raw);
       // The pool sends one at a time; a second one while a reload runs would be a bug there.
       if (context.reload) return;
-      context.reload = { slot: 0 };
+      context.reload = { slot: nextReloadSlot(context, 0) };
       enqueue.emit({ type: 'reload.start' });
       startReplacement(context, enqueue);
     }),
@@ -716,6 +791,18 @@ export const supervisorMachine = setup({
         });
       }
       if (!slot) return;
+      if (slot.parking) {
+        // Stopped for being idle (elastic size): the slot parks, nothing restarts it.
+        slot.parking = false;
+        slot.parked = true;
+        enqueue.emit({
+          type: 'worker.removed',
+          workerId: slot.index,
+          why: 'idle',
+          size: activeSlots(context),
+        });
+        return;
+      }
       let delay: number;
       let reason: WorkerExit['reason'] | 'recycled' = exit.reason;
       if (isStartFailure(exit)) {
@@ -788,7 +875,9 @@ export const supervisorMachine = setup({
       context.router.resume();
       for (const slot of context.slots) {
         slot.failures = 0;
-        startIfAllowed(context, enqueue, slot);
+        slot.parking = false;
+        slot.parked = slot.index >= context.options.minSize;
+        if (!slot.parked) startIfAllowed(context, enqueue, slot);
       }
       enqueue.emit({ type: 'pool.recovered', downMs, trips: context.trips });
     }),
@@ -845,6 +934,9 @@ export const supervisorMachine = setup({
       const { expired, toCheck } = context.router.maintain(
         healthCheck ? healthCheck.interval : null,
       );
+      if (context.options.minSize < context.options.size && !context.reload) {
+        shrink(context, enqueue);
+      }
       for (const session of expired) enqueue.emit({ type: 'session.expired', session });
       for (const worker of toCheck) {
         enqueue.sendTo(worker.ref, { type: 'health.check' } satisfies WorkerEvent);
@@ -929,8 +1021,11 @@ export const supervisorMachine = setup({
       checkedAt: 0,
       incoming: null,
       leaving: [],
+      parked: index >= options.minSize,
+      parking: false,
     }));
     const live = (): SupervisorContext => (self as AnyActorRef).getSnapshot().context;
+    let demandSent = false;
     return {
       options,
       input,
@@ -971,6 +1066,28 @@ export const supervisorMachine = setup({
             return true;
           },
           emit: (event) => queueMicrotask(() => input.onRoutingEvent(event)),
+          // Elastic size only; one event for a burst of calls (sent outside the call's path).
+          ...(options.minSize < options.size
+            ? {
+                growing: () => {
+                  const current = live();
+                  return current.slots.some(
+                    (slot) =>
+                      slot.parked || !(slot.worker && current.router.isCurrent(slot.worker)),
+                  );
+                },
+                demand: () => {
+                  if (demandSent || !live().slots.some((slot) => slot.parked)) return;
+                  demandSent = true;
+                  queueMicrotask(() => {
+                    demandSent = false;
+                    if ((self as AnyActorRef).getSnapshot().status === 'active') {
+                      self.send({ type: 'pool.demand' });
+                    }
+                  });
+                },
+              }
+            : {}),
         },
       ),
       intensity: new RestartIntensity(options.restart.maxRestarts, options.restart.period),
@@ -1035,6 +1152,7 @@ export const supervisorMachine = setup({
         'circuit.closed': { actions: 'start parked slots' },
         'maintenance.tick': { actions: 'do maintenance' },
         'pool.reload': { actions: 'begin reload' },
+        'pool.demand': { actions: 'grow' },
         'pool.close': { target: 'closing' },
         // Raised only while closing.
         'close.deadline': {},
@@ -1138,16 +1256,19 @@ export function viewOf(snapshot: SnapshotFrom<typeof supervisorMachine>): Superv
   else if (snapshot.matches('closing')) phase = 'closing';
   else if (snapshot.matches({ up: 'running' })) phase = 'running';
   else phase = 'starting';
-  const slots = context.slots.map((slot) => ({
-    id: slot.index,
-    pid: slot.worker?.pid ?? null,
-    state: slotState(slot),
-    calls: router.callsOf(slot.index),
-    inFlight: slot.worker ? inFlightOf(slot.worker.ref.getSnapshot()) : 0,
-    restarts: slot.restarts,
-    generation: slot.generation,
-    rss: slot.worker?.rss ?? null,
-  }));
+  // An elastic pool's parked slots have no worker: stats show the workers there are.
+  const slots = context.slots
+    .filter((slot) => !slot.parked)
+    .map((slot) => ({
+      id: slot.index,
+      pid: slot.worker?.pid ?? null,
+      state: slotState(slot),
+      calls: router.callsOf(slot.index),
+      inFlight: slot.worker ? inFlightOf(slot.worker.ref.getSnapshot()) : 0,
+      restarts: slot.restarts,
+      generation: slot.generation,
+      rss: slot.worker?.rss ?? null,
+    }));
   return {
     phase,
     failure: context.failure,
@@ -1155,7 +1276,7 @@ export function viewOf(snapshot: SnapshotFrom<typeof supervisorMachine>): Superv
     queued: router.queued,
     sessions: router.sessions,
     allReady:
-      router.ready === context.options.size &&
+      router.ready === activeSlots(context) &&
       slots.every((s) => s.state === 'ready' || s.state === 'busy'),
     slots,
   };
