@@ -408,10 +408,13 @@ function spawnWorker(
   return worker;
 }
 
-/** Slots that have (or want) a process: all of them for a fixed size. */
+/**
+ * Slots that have (or want) a process and keep it: all of them for a fixed size; not those
+ * parked or parking (stopping for being idle) in an elastic pool.
+ */
 function activeSlots(context: SupervisorContext): number {
   let n = 0;
-  for (const slot of context.slots) if (!slot.parked) n++;
+  for (const slot of context.slots) if (!slot.parked && !slot.parking) n++;
   return n;
 }
 
@@ -423,7 +426,8 @@ function grow(context: SupervisorContext, enqueue: Enqueue): void {
   const { router } = context;
   let coming = 0;
   for (const slot of context.slots) {
-    if (!slot.parked && !(slot.worker && router.isCurrent(slot.worker))) coming++;
+    const serving = slot.worker !== null && router.isCurrent(slot.worker);
+    if (!slot.parked && !slot.parking && !serving) coming++;
   }
   for (const slot of context.slots) {
     if (router.queued <= coming) return;
@@ -801,6 +805,8 @@ export const supervisorMachine = setup({
           why: 'idle',
           size: activeSlots(context),
         });
+        // Calls that came while it was stopping may want the slot back.
+        grow(context, enqueue);
         return;
       }
       let delay: number;
@@ -1073,7 +1079,8 @@ export const supervisorMachine = setup({
                   const current = live();
                   return current.slots.some(
                     (slot) =>
-                      slot.parked || !(slot.worker && current.router.isCurrent(slot.worker)),
+                      slot.parked ||
+                      (!slot.parking && !(slot.worker && current.router.isCurrent(slot.worker))),
                   );
                 },
                 demand: () => {
@@ -1277,7 +1284,9 @@ export function viewOf(snapshot: SnapshotFrom<typeof supervisorMachine>): Superv
     sessions: router.sessions,
     allReady:
       router.ready === activeSlots(context) &&
-      slots.every((s) => s.state === 'ready' || s.state === 'busy'),
+      context.slots.every(
+        (slot) => slot.parked || slot.parking || ['ready', 'busy'].includes(slotState(slot)),
+      ),
     slots,
   };
 }

@@ -39,6 +39,7 @@ describe('size: { min, max }', () => {
     expect(removed.at(-1)!.size).toBe(1);
     expect(pool.stats().workers).toHaveLength(1);
     expect(pool.stats().state).toBe('running');
+    await pool.ready(); // the slots that stopped are not waited for
     expect(await pool.call('add', [1, 2])).toBe(3);
     await pool.close();
   });
