@@ -10,13 +10,7 @@ import {
   type PythonMessage,
   withAttachments,
 } from '../../src/protocol/index.js';
-
-function frame(body: string | Buffer): Buffer {
-  const b = typeof body === 'string' ? Buffer.from(body) : body;
-  const head = Buffer.alloc(4);
-  head.writeUInt32BE(b.length);
-  return Buffer.concat([head, b]);
-}
+import { frame } from './frames.js';
 
 describe('FrameDecoder', () => {
   it('parses frames split at any byte boundary', () => {
