@@ -71,6 +71,7 @@ export function attachLogger(pool: EventEmitter<PoolEvents>, name: string, logge
   pool.on('pool.failed', (e) =>
     logger.error({ ...base, error: errorFields(e.error) }, 'pool failed'),
   );
+  pool.on('warning', (e) => logger.warn({ ...base, ...e }, e.message.split('\n')[0]));
   pool.on('pool.recovered', (e) =>
     logger.info({ ...base, downMs: e.downMs, trips: e.trips }, 'pool recovered'),
   );
