@@ -449,6 +449,11 @@ class ForkedTransport implements WorkerTransport {
   readonly #sockets: Record<Kind, Socket | null> = { p: null, o: null, e: null };
   readonly #closed: Record<Kind, boolean> = { p: false, o: false, e: false };
   #queue: (Buffer | readonly Buffer[])[] = [];
+  /**
+   * Protocol bytes that arrived before the template said which pid the worker has (the child can
+   * run ahead of its parent): read once the pid is known, so the worker is never ready without it.
+   */
+  #early: Buffer[] = [];
   /** Lines added to the stderr tail by pyvisor (why the worker died). */
   #notes: string[] = [];
   #drainTimer: NodeJS.Timeout | null = null;
@@ -520,6 +525,9 @@ class ForkedTransport implements WorkerTransport {
 
   forked(pid: number): void {
     this.#pid = pid;
+    const early = this.#early;
+    this.#early = [];
+    for (const chunk of early) this.#onData(chunk);
   }
 
   /** The template reaped it. */
@@ -625,6 +633,10 @@ class ForkedTransport implements WorkerTransport {
 
   #onData(chunk: Buffer): void {
     if (this.#broken) return;
+    if (this.#pid === undefined) {
+      this.#early.push(chunk);
+      return;
+    }
     try {
       this.#decoder.push(chunk, this.#onMessage);
     } catch (error) {
