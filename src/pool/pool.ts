@@ -159,7 +159,6 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     const inspect = internals.inspect;
     if (this.options.startMethod === 'forkserver' && !internals.spawn) {
       this.#forkServer = new ForkServer({
-        startTimeout: this.options.initTimeout,
         platform: internals.platform,
         onWarning: (warning) => {
           if (this.listenerCount('warning') > 0) this.emit('warning', warning);

@@ -47,8 +47,6 @@ export interface TemplateExit {
 }
 
 export interface ForkServerOptions {
-  /** How long the template may take to import the script before it is killed (`initTimeout`), ms. */
-  startTimeout: number;
   /** A warning for the pool's `warning` event (called on the event loop, never inside a spawn). */
   onWarning(warning: ForkServerWarning): void;
   /** See {@link TemplateExit}; the pool counts it as one crash. */
@@ -97,8 +95,11 @@ export class ForkServer {
   #server: Server | null = null;
   #template: TemplateProcess | null = null;
   #templateExited: Promise<void> | null = null;
-  #startTimer: NodeJS.Timeout | null = null;
-  #timedOut = false;
+  /**
+   * Every worker that waited for the starting template gave up (each has its own `initTimeout`,
+   * which covers the template's import): it was killed, and is not a failure of forking.
+   */
+  #abandoned = false;
   #initError: InitErrorMessage | null = null;
   /** Workers waiting for the template to be ready. */
   #pending: ForkedTransport[] = [];
@@ -106,6 +107,8 @@ export class ForkServer {
   readonly #forked = new Map<number, ForkedTransport>();
   readonly #byToken = new Map<string, ForkedTransport>();
   readonly #warned = new Set<ForkServerWarning['code']>();
+  /** The spec of the first worker: the template runs the same command. */
+  #spec: SpawnSpec | null = null;
   #nextId = 0;
 
   constructor(options: ForkServerOptions) {
@@ -115,6 +118,7 @@ export class ForkServer {
 
   /** The {@link SpawnTransport} of this server. */
   readonly spawn: SpawnTransport = (spec, handlers) => {
+    this.#spec ??= spec;
     if (this.#mode === 'idle' && (this.#options.platform ?? process.platform) !== 'linux') {
       this.#fallBack(
         'WARN_FORK_UNSUPPORTED',
@@ -127,7 +131,7 @@ export class ForkServer {
     if (this.#mode === 'ready') this.#requestFork(transport);
     else {
       this.#pending.push(transport);
-      if (this.#mode === 'idle') this.#start(spec);
+      if (this.#mode === 'idle') this.#start();
     }
     return transport;
   };
@@ -155,7 +159,6 @@ export class ForkServer {
     if (this.#mode !== 'closed') {
       const ready = this.#mode === 'ready';
       this.#mode = 'closed';
-      this.#clearStartTimer();
       for (const transport of this.#pending.splice(0)) {
         transport.failToStart(new Error('The pool closed before the fork server was ready'));
       }
@@ -188,6 +191,12 @@ export class ForkServer {
       // Not forked yet: it never will be.
       this.#pending.splice(index, 1);
       transport.exitNow({ exitCode: null, signal });
+      if (this.#pending.length === 0 && this.#mode === 'starting' && this.#template) {
+        // Nobody waits for the template (their initTimeout covered its import): a hung import
+        // must not live on. The next worker starts a new one.
+        this.#abandoned = true;
+        this.#template.kill('SIGKILL');
+      }
       return;
     }
     const number = constants.signals[signal];
@@ -202,12 +211,12 @@ export class ForkServer {
 
   // ----------------------------------------------------------------------------------------
 
-  #start(spec: SpawnSpec): void {
+  #start(): void {
     this.#mode = 'starting';
     this.#initError = null;
-    this.#timedOut = false;
+    this.#abandoned = false;
     if (this.#server) {
-      this.#startTemplate(spec);
+      this.#startTemplate();
       return;
     }
     try {
@@ -222,7 +231,7 @@ export class ForkServer {
         }
       });
       server.listen(socket, () => {
-        if (this.#mode === 'starting') this.#startTemplate(spec);
+        if (this.#mode === 'starting') this.#startTemplate();
       });
       server.unref();
     } catch (error) {
@@ -233,7 +242,8 @@ export class ForkServer {
     }
   }
 
-  #startTemplate(spec: SpawnSpec): void {
+  #startTemplate(): void {
+    const spec = this.#spec!;
     let template: TemplateProcess;
     let exited!: () => void;
     this.#templateExited = new Promise((resolve) => {
@@ -257,13 +267,6 @@ export class ForkServer {
       return;
     }
     this.#template = template;
-    this.#startTimer = setTimeout(() => {
-      this.#startTimer = null;
-      if (this.#template !== template || this.#mode !== 'starting') return;
-      this.#timedOut = true;
-      template.kill('SIGKILL');
-    }, this.#options.startTimeout);
-    this.#startTimer.unref();
   }
 
   #onMessage(template: TemplateProcess, message: TemplateMessage): void {
@@ -299,7 +302,6 @@ export class ForkServer {
 
   #onHello(template: TemplateProcess, hello: Extract<TemplateMessage, { t: 'hello' }>): void {
     if (this.#mode !== 'starting') return;
-    this.#clearStartTimer();
     if (hello.threads.length > 0) {
       this.#fallBack(
         'WARN_FORK_THREADS',
@@ -325,7 +327,6 @@ export class ForkServer {
   #onTemplateExit(template: TemplateProcess, exit: ProcessExit): void {
     if (template !== this.#template) return;
     this.#template = null;
-    this.#clearStartTimer();
     const tail = template.outputTail();
     const mode = this.#mode;
     if (mode === 'closed' || mode === 'fallback') return;
@@ -335,11 +336,10 @@ export class ForkServer {
       if (this.#initError) {
         // The script does not import: each worker fails as a spawned one would, with the traceback.
         for (const transport of pending) transport.initError(this.#initError, exit, tail);
-      } else if (this.#timedOut) {
-        const error = new Error(
-          'The fork server did not finish importing the script in time (initTimeout)',
-        );
-        for (const transport of pending) transport.failToStart(error);
+      } else if (this.#abandoned) {
+        // Killed because nobody waited for it any more; workers asked for since get a new one.
+        this.#pending = pending;
+        if (pending.length > 0) this.#start();
       } else {
         this.#pending = pending;
         this.#fallBack(
@@ -391,7 +391,6 @@ export class ForkServer {
     extra: Partial<ForkServerWarning> = {},
   ): void {
     this.#mode = 'fallback';
-    this.#clearStartTimer();
     this.#warn({ ...extra, code, message });
     for (const transport of this.#pending.splice(0)) transport.delegate(this.#fallback);
   }
@@ -401,11 +400,6 @@ export class ForkServer {
     this.#warned.add(warning.code);
     // Never inside a spawn (a supervisor transition): listeners are the user's code.
     setImmediate(() => this.#options.onWarning(warning));
-  }
-
-  #clearStartTimer(): void {
-    if (this.#startTimer) clearTimeout(this.#startTimer);
-    this.#startTimer = null;
   }
 }
 
