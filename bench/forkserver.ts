@@ -57,6 +57,7 @@ async function measure(startMethod: StartMethod) {
     startMethod,
     restart: { minDelay: 0, maxDelay: 10 },
     initTimeout: 60_000,
+    keepAlive: true,
   });
   pool.on('warning', (w) => console.log(`  warning ${w.code}: ${w.message.split('\n')[0]}`));
   await pool.ready();

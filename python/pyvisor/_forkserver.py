@@ -20,7 +20,7 @@ requests on fd 3; each worker is forked from it. Framing on fds 3/4 is the worke
   kill        id sig                       send signal `sig` to worker `id` (if not reaped yet)
   (EOF)                                    Node closed the channel: the template exits (code 0)
 
-A forked child (see _become_worker):
+A forked child (see _detach and _plug_in):
 
   * sets its own parent-death signal (the kernel clears it in a forked child) to SIGKILL, so it
     dies with the template, and exits if its parent is no longer the template;
@@ -33,12 +33,16 @@ A forked child (see _become_worker):
     path), except that the script is already imported and only the @on_init functions run;
   * reseeds `random` and, when they were imported, NumPy's and torch's global generators.
 
+While it is idle, the template keeps one child forked ahead of time (the spare: detached, waiting
+on a pipe for its token), so that a worker started later, a replacement above all, does not wait
+for fork(): for a template holding hundreds of MB, copying its page tables takes tens of ms.
+
 The template itself: dies with Node (PR_SET_PDEATHSIG), stays single-threaded (it only forks
 from its main thread: the parent-death signal of a child is tied to the thread that forked it),
 reaps its children (SIGCHLD wakes the poll loop through a wake-up pipe) and reports each exit
-status, so a worker's exit code and signal reach Node as with a spawned worker. It refuses to
-fork nothing on its own: Node decides from `hello` whether forking is safe (no Python thread
-running after import) and otherwise falls back to spawning.
+status, so a worker's exit code and signal reach Node as with a spawned worker. Node decides
+from `hello` whether forking is safe (no Python thread running after import) and otherwise falls
+back to spawning; a template with Python threads forks nothing, not even a spare.
 
 Exit codes of the template: 0 when Node closes fd 3; 1 init error, or its parent is gone at
 start-up; 2 bad usage (no script, fds 3/4 not open, no PR_SET_PDEATHSIG); 4 internal error.
@@ -46,6 +50,7 @@ start-up; 2 bad usage (no script, fds 3/4 not open, no PR_SET_PDEATHSIG); 4 inte
 
 import os
 import sys
+import _socket  # the children connect with it: loaded once, here, not in each child
 import _thread
 from time import perf_counter as _perf_counter
 
@@ -56,7 +61,7 @@ except ImportError:  # pragma: no cover
 
 from ._fatal import _die, _internal_error
 
-_HELLO_KINDS = (b"p", b"o", b"e")
+_TOKEN_LENGTH = 32  # hex digits of the per-worker token Node chooses
 
 
 def _fd_set():
@@ -146,6 +151,16 @@ class _Template(object):
         self.pid = os.getpid()
         self.by_pid = {}  # pid -> worker id
         self.by_id = {}  # worker id -> pid
+        # A child forked ahead of time that waits for a token on a pipe (see make_spare):
+        # (pid, write end of its pipe), or None.
+        self.spare = None
+
+    def child_fds(self):
+        """The template's descriptors, which a child closes."""
+        fds = list(self.own_fds)
+        if self.spare is not None:
+            fds.append(self.spare[1])
+        return fds
 
     def reap(self):
         while True:
@@ -157,6 +172,10 @@ class _Template(object):
                 return
             wid = self.by_pid.pop(pid, None)
             if wid is None:
+                spare = self.spare
+                if spare is not None and spare[0] == pid:  # killed by someone: make another
+                    self.spare = None
+                    os.close(spare[1])
                 continue
             self.by_id.pop(wid, None)
             code = sig = None
@@ -182,6 +201,21 @@ class _Template(object):
         _die(3, "fork server: unknown request %r" % (t,))
 
     def fork(self, wid, token):
+        """Start worker wid: hand the token to the spare if there is one, else fork now."""
+        token = token.encode("ascii")
+        spare = self.spare
+        if spare is not None:
+            self.spare = None
+            pid, w = spare
+            try:
+                os.write(w, token)  # 32 bytes: one atomic write to an empty pipe
+                handed = True
+            except OSError:  # it died meanwhile (reaped or not yet): fork one
+                handed = False
+            os.close(w)
+            if handed:
+                self.started(wid, pid)
+                return None
         import gc
 
         gc.freeze()  # objects made since the last freeze: keep the GC off the shared pages
@@ -191,17 +225,53 @@ class _Template(object):
             self.channel.send({"t": "fork_failed", "id": wid, "message": str(exc)})
             return None
         if pid == 0:
-            _become_worker(self, token.encode("ascii"))
+            _detach(self)
+            _plug_in(self, token)
             return True
+        self.started(wid, pid)
+        return None
+
+    def started(self, wid, pid):
         self.by_pid[pid] = wid
         self.by_id[wid] = pid
         self.channel.send({"t": "forked", "id": wid, "pid": pid})
+
+    def make_spare(self):
+        """Fork a child ahead of time, when the template is idle: it cuts loose from the
+        template and waits for a token, so a replacement does not wait for fork() (tens of ms
+        for a template with hundreds of MB: every page-table entry is copied). Returns True in
+        the spare once it got its token (it then becomes a worker), else None."""
+        import gc
+
+        r, w = os.pipe()
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(r)
+            os.close(w)
+            return None
+        if pid == 0:
+            os.close(w)
+            _detach(self, keep=r)
+            token = b""
+            while len(token) < _TOKEN_LENGTH:
+                try:
+                    chunk = os.read(r, _TOKEN_LENGTH - len(token))
+                except InterruptedError:  # pragma: no cover  (PEP 475 retries)
+                    continue
+                if not chunk:
+                    os._exit(0)  # the template closed the pipe: never used
+                token += chunk
+            os.close(r)
+            _plug_in(self, token)
+            return True
+        os.close(r)
+        self.spare = (pid, w)
         return None
 
 
 def _connect(path, hello):
-    import _socket
-
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         s.connect(path)
@@ -228,9 +298,8 @@ def _reseed():
                 pass
 
 
-def _become_worker(template, token):
-    """In the forked child: cut loose from the template and plug into Node (see the module
-    docstring). Returns normally; the caller then runs the worker runtime."""
+def _detach(template, keep=None):
+    """In a forked child: cut loose from the template (see the module docstring)."""
     from ._watch import _set_pdeathsig
 
     # The kernel cleared the parent-death signal in this child: set it again, for the
@@ -240,17 +309,25 @@ def _become_worker(template, token):
         os._exit(1)
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    for fd in template.own_fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    for fd in template.child_fds():
+        if fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
     null = os.open(os.devnull, os.O_RDWR)
     for fd in template.script_fds:
         try:
             os.dup2(null, fd, inheritable=False)
         except OSError:
             pass
+    os.close(null)
+
+
+def _plug_in(template, token):
+    """In a forked child: connect to Node with token and become a worker on fds 1-4. Returns
+    normally; the caller then runs the worker runtime."""
+    null = os.open(os.devnull, os.O_RDWR)
     path = template.sock_path
     proto = _connect(path, token + b"p")
     if proto is None:
@@ -379,3 +456,6 @@ def _serve(argv, drop_path0):
                 if template.handle(msg):
                     return list(sys.argv)  # in the forked child
         template.reap()
+        if template.spare is None and not threads and not channel.buf:
+            if template.make_spare():
+                return list(sys.argv)  # in the spare, once it got its token
