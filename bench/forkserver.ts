@@ -7,12 +7,14 @@
  *
  * Replacement: SIGKILL an idle worker, then time until its slot has a ready worker again (the
  * `worker.ready` event), with `restart.minDelay: 0` so the figure is the start itself, not the
- * backoff (the default backoff adds 50–100 ms to both methods). Memory: PSS (proportional set
+ * backoff (the default backoff adds 50–100 ms to both methods). Each kill comes in a steady state:
+ * 200 ms after the previous replacement, and for 'forkserver' once the template has forked its
+ * spare again. Memory: PSS (proportional set
  * size: a page shared by N processes counts 1/N in each) from /proc/<pid>/smaps_rollup, summed
- * over the workers, and over the workers plus the template for 'forkserver'. Both measured after
- * one call per worker, idle.
+ * over the workers, and over the workers plus the template and its spare for 'forkserver'. Both
+ * measured after two calls per worker, idle.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -38,6 +40,30 @@ function rssKb(pid: number): number {
 function ppidOf(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (ppidOf(Number(name)) === pid) out.push(Number(name));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return out;
+}
+
+/** Waits until the template (if any) has its spare again, then 200 ms more. */
+async function settle(template: number | null, size: number): Promise<void> {
+  if (template !== null) {
+    const deadline = performance.now() + 10_000;
+    while (childrenOf(template).length < size + 1 && performance.now() < deadline) await sleep(5);
+  }
+  await sleep(200);
 }
 
 const median = (xs: number[]) => {
@@ -67,7 +93,12 @@ async function measure(startMethod: StartMethod) {
   const template = startMethod === 'forkserver' ? ppidOf(pids[0]!) : null;
   const workersPss = pids.reduce((sum, pid) => sum + pssKb(pid), 0);
   const workersRss = pids.reduce((sum, pid) => sum + rssKb(pid), 0);
-  const templatePss = template ? pssKb(template) : 0;
+  // The template and its spare (a child forked ahead of time) count too.
+  await settle(template, SIZE);
+  const extra = template
+    ? [template, ...childrenOf(template).filter((p) => !pids.includes(p))]
+    : [];
+  const templatePss = extra.reduce((sum, pid) => sum + pssKb(pid), 0);
   const replace: number[] = [];
   for (let rep = 0; rep < REPS; rep++) {
     const slot = rep % SIZE;
@@ -80,6 +111,9 @@ async function measure(startMethod: StartMethod) {
       };
       pool.on('worker.ready', onReady);
     });
+    // Steady state before each kill: the previous replacement's work is over (for 'forkserver'
+    // the template forked its spare again: it has one child more than the pool has workers).
+    await settle(template, SIZE);
     const killedAt = performance.now();
     process.kill(victim, 'SIGKILL');
     replace.push((await back) - killedAt);
@@ -100,11 +134,11 @@ for (const method of ['spawn', 'forkserver'] as const) {
   results.push(r);
   const mb = (kb: number) => `${(kb / 1024).toFixed(0)} MB`;
   console.log(
-    `${method.padEnd(10)} ready ${r.readyMs.toFixed(0)} ms | replacement median ${median(r.replace).toFixed(1)} ms (${r.replace.map((x) => x.toFixed(1)).join(', ')}) | PSS workers ${mb(r.workersPss)}${r.templatePss ? `, + template ${mb(r.templatePss)} = ${mb(r.workersPss + r.templatePss)}` : ''} | RSS workers ${mb(r.workersRss)}`,
+    `${method.padEnd(10)} ready ${r.readyMs.toFixed(0)} ms | replacement median ${median(r.replace).toFixed(1)} ms (${r.replace.map((x) => x.toFixed(1)).join(', ')}) | PSS workers ${mb(r.workersPss)}${r.templatePss ? `, + template and spare ${mb(r.templatePss)} = ${mb(r.workersPss + r.templatePss)}` : ''} | RSS workers ${mb(r.workersRss)}`,
   );
 }
 const [spawned, forked] = results as [(typeof results)[0], (typeof results)[0]];
 console.log(
-  `forkserver / spawn: replacement ${(median(forked.replace) / median(spawned.replace)).toFixed(3)}x, PSS (workers + template) ${((forked.workersPss + forked.templatePss) / spawned.workersPss).toFixed(3)}x, PSS (workers) ${(forked.workersPss / spawned.workersPss).toFixed(3)}x`,
+  `forkserver / spawn: replacement ${(median(forked.replace) / median(spawned.replace)).toFixed(3)}x, PSS (workers + template + spare) ${((forked.workersPss + forked.templatePss) / spawned.workersPss).toFixed(3)}x, PSS (workers) ${(forked.workersPss / spawned.workersPss).toFixed(3)}x`,
 );
 console.log(JSON.stringify(results));
