@@ -71,7 +71,10 @@ export interface PoolEvents {
     pid: number | null;
     why: 'maxCalls' | 'maxAge';
   }) => void;
-  /** One line a worker wrote to stderr. */
+  /**
+   * One line a worker wrote to stderr. `workerId` -1: a line of the fork server's template (what
+   * the script printed while it was imported there, with `startMethod: 'forkserver'`).
+   */
   'worker.stderr': (event: { workerId: number; pid: number | null; line: string }) => void;
   /** One line a worker wrote to stdout (e.g. `print()` in a handler). */
   'worker.stdout': (event: { workerId: number; pid: number | null; line: string }) => void;

@@ -160,6 +160,12 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     if (this.options.startMethod === 'forkserver' && !internals.spawn) {
       this.#forkServer = new ForkServer({
         platform: internals.platform,
+        // What the script prints while the template imports it: a line of no worker (-1).
+        onOutput: (stream, line) => {
+          const event = stream === 'stderr' ? 'worker.stderr' : 'worker.stdout';
+          const pid = this.#forkServer?.templatePid ?? null;
+          if (this.listenerCount(event) > 0) this.emit(event, { workerId: -1, pid, line });
+        },
         onWarning: (warning) => {
           if (this.listenerCount('warning') > 0) this.emit('warning', warning);
         },

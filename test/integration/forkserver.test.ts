@@ -67,6 +67,8 @@ describe("startMethod 'forkserver'", () => {
   it('forks every worker from one template that imported the script; @on_init runs in each worker', async () => {
     const pool = forked({ script: fixture('fork-state.py'), size: 2 });
     const seen = warnings(pool);
+    const printed: { workerId: number; pid: number | null; line: string }[] = [];
+    pool.on('worker.stdout', (e) => printed.push(e));
     await pool.ready();
     const [a, b] = pids(pool) as [number, number];
     const template = ppidOf(a);
@@ -82,6 +84,8 @@ describe("startMethod 'forkserver'", () => {
       pool.call('pid', [], { session: 'a' }),
     ]);
     expect(results[0]).toBe(template);
+    // What the import printed: once, from the template (no worker's line).
+    expect(printed).toEqual([{ workerId: -1, pid: template, line: 'fork-state imported' }]);
     expect(results[1]).toBe(results[2]);
     expect(await pool.call('add', [1, 2])).toBe(3);
     // NumPy's OpenBLAS starts a thread pool at import (where there is more than one core): the
