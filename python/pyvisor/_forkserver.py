@@ -444,6 +444,11 @@ def _serve(argv, drop_path0):
     poll.register(in_fd, select.POLLIN)
     poll.register(wake_r, select.POLLIN)
     while True:
+        template.reap()
+        # Idle (no request half read): fork the spare before waiting.
+        if template.spare is None and not threads and not channel.buf:
+            if template.make_spare():
+                return list(sys.argv)  # in the spare, once it got its token
         for fd, _ in poll.poll():
             if fd == wake_r:
                 try:
@@ -455,7 +460,3 @@ def _serve(argv, drop_path0):
             for msg in channel.read():
                 if template.handle(msg):
                     return list(sys.argv)  # in the forked child
-        template.reap()
-        if template.spare is None and not threads and not channel.buf:
-            if template.make_spare():
-                return list(sys.argv)  # in the spare, once it got its token

@@ -168,6 +168,18 @@ describe("startMethod 'forkserver'", () => {
     expect(children.length).toBeLessThanOrEqual(pids(pool).length + 1);
   });
 
+  it('runs async handlers side by side in a forked worker (concurrency > 1, async @on_init)', async () => {
+    const pool = forked({ script: fixture('aio.py'), concurrency: 8 });
+    await pool.ready();
+    const t0 = performance.now();
+    const naps = await Promise.all(Array.from({ length: 8 }, () => pool.call('nap', [0.2])));
+    expect(naps).toEqual(Array(8).fill(0.2));
+    // Side by side: far less than 8 × 0.2 s (a generous bound for a loaded machine).
+    expect(performance.now() - t0).toBeLessThan(1200);
+    expect(await pool.call('fetch')).toMatchObject({ alive: true });
+    expect(ppidOf(pids(pool)[0]!)).not.toBe(process.pid);
+  });
+
   it('recycles by forking', async () => {
     const pool = forked({ recycle: { maxCalls: 1 } });
     await pool.ready();
