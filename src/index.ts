@@ -24,13 +24,14 @@ export {
   sanitizeSnapshot,
 } from './observe/inspect.js';
 export type { Logger } from './observe/logger.js';
-export type { PoolEvents, WorkerState } from './pool/events.js';
+export type { PoolEvents, PoolWarning, WorkerState } from './pool/events.js';
 export type {
   CircuitOptions,
   HealthCheckOptions,
   PoolOptions,
   RecycleOptions,
   RestartOptions,
+  StartMethod,
 } from './pool/options.js';
 export type {
   CallOptions,

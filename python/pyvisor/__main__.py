@@ -7,7 +7,8 @@ importlib.util -> typing, ~20 ms), as
 
     python3 -u /abs/path/to/<repo>/python/pyvisor/__main__.py /abs/path/to/handlers.py
 
-The request pipe must be fd 3 and the reply pipe fd 4 (see docs/protocol.md).
+The request pipe must be fd 3 and the reply pipe fd 4 (see docs/protocol.md). With
+PYVISOR_FORKSERVER set, the process is a fork server's template instead (see _forkserver.py).
 """
 
 import sys
@@ -72,6 +73,14 @@ def _entry():
     _cache_own_bytecode()
     from pyvisor._runtime import main
 
+    import os
+
+    if os.environ.get("PYVISOR_FORKSERVER"):
+        # The fork server's template (startMethod 'forkserver'): serve() returns only in a
+        # forked child, which then runs as a worker whose script is already imported.
+        from pyvisor._forkserver import serve
+
+        main(serve(sys.argv[1:], implicit), False, imported=True)
     main(sys.argv[1:], implicit)
 
 

@@ -171,10 +171,11 @@ def _init_failed(exc):
     os._exit(1)  # not sys.exit: a non-daemon thread started by the script must not hang us
 
 
-def _initialize(script):
+def _initialize(script, imported=False):
     t0 = _perf_counter()
     try:
-        _import_script(script)
+        if not imported:
+            _import_script(script)
         for fn in list(_api._init_funcs):
             r = fn()
             if r.__class__ is _CoroutineType:
@@ -184,10 +185,15 @@ def _initialize(script):
     return (_perf_counter() - t0) * 1000.0
 
 
-def main(argv, drop_path0=False):
-    """Run the worker: ``python3 -u -m pyvisor /abs/path/to/handlers.py [args...]``."""
+def main(argv, drop_path0=False, imported=False):
+    """Run the worker: ``python3 -u -m pyvisor /abs/path/to/handlers.py [args...]``.
+
+    imported: the script is imported already (a worker forked from the fork server's template,
+    see _forkserver.py): only the @on_init functions run, and sys.argv and sys.path are left as
+    the template set them.
+    """
     try:
-        _main(argv, drop_path0)
+        _main(argv, drop_path0, imported)
     except SystemExit:
         raise
     except BaseException:
@@ -195,7 +201,7 @@ def main(argv, drop_path0=False):
     raise SystemExit(0)
 
 
-def _main(argv, drop_path0):
+def _main(argv, drop_path0, imported=False):
     st = _st
     if not argv:
         _die(2, "usage: python3 -u -m pyvisor /path/to/handlers.py")
@@ -210,17 +216,18 @@ def _main(argv, drop_path0):
     _start_helper()  # returns holding rlock (thread-mode reading in loop mode)
 
     script = os.path.abspath(argv[0])
-    sys.argv = [script] + list(argv[1:])
-    if drop_path0 and sys.path:
-        del sys.path[0]  # the implicit cwd entry of -m: behave like `python3 handlers.py`
-    sys.path.insert(0, os.path.dirname(script))
+    if not imported:
+        sys.argv = [script] + list(argv[1:])
+        if drop_path0 and sys.path:
+            del sys.path[0]  # the implicit cwd entry of -m: behave like `python3 handlers.py`
+        sys.path.insert(0, os.path.dirname(script))
 
     # During init the helper answers ping, notices EOF and queues early messages.
     if st.ep is not None:
         st.armed = True
         st.ep_modify(st.in_fd, st.epollin)
     st.rlock.release()
-    init_ms = _initialize(script)
+    init_ms = _initialize(script, imported)
     st.rlock.acquire()
     if st.ep is not None:
         st.armed = False

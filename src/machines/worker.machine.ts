@@ -342,10 +342,18 @@ function tail(context: WorkerContext): string {
   return context.transport?.outputTail() ?? '';
 }
 
+/**
+ * The process's pid. A transport may learn it after the spawn (a worker forked by a fork server):
+ * then it is read from the transport until the worker is ready, and stored from then on.
+ */
+function pidOf(context: WorkerContext): number | null {
+  return context.pid ?? context.transport?.pid ?? null;
+}
+
 function facts(context: WorkerContext, exit: ProcessExit | null) {
   return {
     workerId: context.workerId,
-    pid: context.pid ?? undefined,
+    pid: pidOf(context) ?? undefined,
     exitCode: exit?.exitCode ?? null,
     signal: exit?.signal ?? null,
     stderr: tail(context),
@@ -656,8 +664,10 @@ export const workerMachine = setup({
       if (event.type !== 'process.spawned') return {};
       return { transport: event.transport, pid: event.transport.pid ?? null };
     }),
-    'store ready info': assign(({ event }) =>
-      event.type === 'python.ready' ? { info: event.message } : {},
+    'store ready info': assign(({ context, event }) =>
+      event.type === 'python.ready'
+        ? { info: event.message, pid: pidOf(context) ?? event.message.pid }
+        : {},
     ),
     'announce ready': emit(({ context }) => ({
       type: 'worker.ready' as const,
@@ -870,7 +880,7 @@ export const workerMachine = setup({
     generation: context.generation,
     reason: context.ending?.reason ?? 'stopped',
     stopReason: context.stopReason,
-    pid: context.pid,
+    pid: pidOf(context),
     exitCode: context.exit?.exitCode ?? null,
     signal: context.exit?.signal ?? null,
     wasReady: context.info !== null,

@@ -88,6 +88,7 @@ export function attachLogger(pool: EventEmitter<PoolEvents>, name: string, logge
       'reload failed; the old workers keep serving',
     ),
   );
+  pool.on('warning', (e) => logger.warn({ ...base, ...e }, e.message.split('\n')[0]));
   pool.on('pool.recovered', (e) =>
     logger.info({ ...base, downMs: e.downMs, trips: e.trips }, 'pool recovered'),
   );

@@ -1,8 +1,15 @@
 import type { PyvisorError } from '../errors.js';
 import type { WorkerExitReason } from '../machines/worker.machine.js';
 import type { WorkerState } from '../machines/worker-state.js';
+import type { ForkServerWarning } from '../transport/fork-server.js';
 
 export type { WorkerState } from '../machines/worker-state.js';
+
+/**
+ * Something the pool works around but you may want to fix; see `code`. Emitted once per code per
+ * pool.
+ */
+export type PoolWarning = ForkServerWarning;
 
 /**
  * Events of a {@link Pool}, for `pool.on(name, listener)`. Each listener gets one object argument.
@@ -88,7 +95,10 @@ export interface PoolEvents {
     why: 'maxCalls' | 'maxAge' | 'maxRss';
     rss: number | null;
   }) => void;
-  /** One line a worker wrote to stderr. */
+  /**
+   * One line a worker wrote to stderr. `workerId` -1: a line of the fork server's template (what
+   * the script printed while it was imported there, with `startMethod: 'forkserver'`).
+   */
   'worker.stderr': (event: { workerId: number; pid: number | null; line: string }) => void;
   /** One line a worker wrote to stdout (e.g. `print()` in a handler). */
   'worker.stdout': (event: { workerId: number; pid: number | null; line: string }) => void;
@@ -103,6 +113,13 @@ export interface PoolEvents {
   'session.moved': (event: { session: string; from: number; to: number }) => void;
   /** A session was idle for `sessionTtl` and was forgotten. */
   'session.expired': (event: { session: string }) => void;
+  /**
+   * The pool works around something you may want to fix (once per `code`): with
+   * `startMethod: 'forkserver'`, why workers are spawned instead (`WARN_FORK_UNSUPPORTED`,
+   * `WARN_FORK_FAILED`, `WARN_FORK_THREADS` with the thread names) or that native threads ran in
+   * the template (`WARN_FORK_NATIVE_THREADS`).
+   */
+  warning: (event: PoolWarning) => void;
   /**
    * An internal error in pyvisor itself (a bug): please report it. The pool has failed by then
    * (`pool.failed`, every promise rejected); this event is only for reporting.

@@ -82,6 +82,15 @@ export interface PoolOptions {
   /** Python interpreter. Default `PYVISOR_PYTHON`, else `python3`; resolved once to the real binary. */
   python?: string;
   /**
+   * How workers are started. `'spawn'` (default): each worker is a new interpreter that imports the
+   * script. `'forkserver'` (Linux): a template process imports the script once and every worker is
+   * forked from it, then runs the `@on_init` functions itself: starts and replacements take
+   * milliseconds instead of the import time, and the workers share the template's memory. Where
+   * forking is not possible (not Linux, Python threads running after import, the template cannot
+   * start) workers are spawned, with one `warning` event.
+   */
+  startMethod?: StartMethod;
+  /**
    * Environment variables of the workers, added to `process.env` (like execa); a variable set to
    * `undefined` is left out. With `extendEnv: false` it is the workers' whole environment.
    */
@@ -150,6 +159,9 @@ export interface WatchOptions {
   debounce?: number;
 }
 
+/** How workers are started: see {@link PoolOptions.startMethod}. */
+export type StartMethod = 'spawn' | 'forkserver';
+
 /** Fully defaulted, validated and frozen options. */
 export interface NormalizedOptions {
   readonly script: string;
@@ -161,6 +173,7 @@ export interface NormalizedOptions {
   readonly concurrency: number;
   readonly pipeline: boolean;
   readonly python: string;
+  readonly startMethod: StartMethod;
   readonly env: NodeJS.ProcessEnv;
   readonly cwd: string;
   readonly name: string;
@@ -356,6 +369,7 @@ const KNOWN = new Set([
   'concurrency',
   'pipeline',
   'python',
+  'startMethod',
   'env',
   'extendEnv',
   'cwd',
@@ -380,6 +394,19 @@ const KNOWN = new Set([
   'watch',
   'inspect',
 ]);
+
+const START_METHODS: readonly StartMethod[] = ['spawn', 'forkserver'];
+
+function startMethod(value: unknown): StartMethod {
+  if (value === undefined) return 'spawn';
+  if (!START_METHODS.includes(value as StartMethod)) {
+    throw new InvalidOptionError(
+      'startMethod',
+      `Expected the \`startMethod\` option to be 'spawn' or 'forkserver', got ${describe(value)}`,
+    );
+  }
+  return value as StartMethod;
+}
 
 /**
  * A string that goes to a process (an argument, a path) cannot hold a NUL byte: `spawn` would
@@ -483,6 +510,7 @@ export function normalizeOptions(input: PoolOptions): NormalizedOptions {
     concurrency: integer('concurrency', input.concurrency, 1, 1),
     pipeline: input.pipeline ?? true,
     python: str('python', input.python, process.env.PYVISOR_PYTHON || 'python3'),
+    startMethod: startMethod(input.startMethod),
     env,
     cwd,
     name: str('name', input.name, 'pyvisor'),

@@ -6,6 +6,7 @@ import {
   PoolClosedError,
   PoolFailedError,
   type PyvisorError,
+  WorkerCrashedError,
 } from '../errors.js';
 import type { WorkerActor } from '../machines/worker.machine.js';
 import { workerStateOf } from '../machines/worker-state.js';
@@ -25,6 +26,7 @@ import {
   viewOf,
 } from '../supervisor/supervisor.machine.js';
 import { spawnChildProcess } from '../transport/child-process.js';
+import { ForkServer } from '../transport/fork-server.js';
 import { resolveInterpreter } from '../transport/interpreter.js';
 import type { SpawnTransport } from '../transport/transport.js';
 import { type CallOwner, PendingCall, STREAM_WINDOW } from './call.js';
@@ -93,6 +95,11 @@ export interface PoolInternals {
   inspect?: Inspector;
   /** The supervisor's clock (ms) for worker ages, sessions and restart intensity; tests inject one. */
   now?: () => number;
+  /**
+   * The platform the fork server believes it runs on (`startMethod: 'forkserver'`); tests pass
+   * another than `linux` to force the fallback to spawning.
+   */
+  platform?: NodeJS.Platform;
 }
 
 const DEFAULT_CLOSE_TIMEOUT = 10_000;
@@ -123,13 +130,20 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
   readonly #hold: LoopHold;
   /** Stops the `watch` option's file watchers. */
   #unwatch: (() => void) | null = null;
+  /** With `startMethod: 'forkserver'`: the template and the workers forked from it. */
+  readonly #forkServer: ForkServer | null = null;
   #done!: () => void;
   readonly #whenDone = new Promise<void>((resolve) => {
     this.#done = () => {
-      this.#hold.end();
       this.#unwatch?.();
       this.#unwatch = null;
-      resolve();
+      const finish = () => {
+        this.#hold.end();
+        resolve();
+      };
+      // Every worker is gone: the fork server's template goes too, before close() resolves.
+      if (this.#forkServer) this.#forkServer.close().then(finish, finish);
+      else finish();
     };
   });
 
@@ -153,11 +167,42 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
       },
     });
     const inspect = internals.inspect;
+    if (this.options.startMethod === 'forkserver' && !internals.spawn) {
+      this.#forkServer = new ForkServer({
+        platform: internals.platform,
+        // What the script prints while the template imports it: a line of no worker (-1).
+        onOutput: (stream, line) => {
+          const event = stream === 'stderr' ? 'worker.stderr' : 'worker.stdout';
+          const pid = this.#forkServer?.templatePid ?? null;
+          if (this.listenerCount(event) > 0) this.emit(event, { workerId: -1, pid, line });
+        },
+        onWarning: (warning) => {
+          if (this.listenerCount('warning') > 0) this.emit('warning', warning);
+        },
+        onTemplateExit: (exit) => {
+          const status = exit.signal
+            ? `was killed by ${exit.signal}`
+            : `exited with code ${exit.exitCode}`;
+          this.#send({
+            type: 'template.exited',
+            error: new WorkerCrashedError(
+              {
+                pid: exit.pid ?? undefined,
+                exitCode: exit.exitCode,
+                signal: exit.signal,
+                stderr: exit.stderr,
+              },
+              `is the fork server's template: it ${status}, and every worker forked from it died with it`,
+            ),
+          });
+        },
+      });
+    }
     this.#actor = createActor(supervisorMachine, {
       clock: unrefClock,
       input: {
         options: this.options,
-        spawn: internals.spawn ?? spawnChildProcess,
+        spawn: internals.spawn ?? this.#forkServer?.spawn ?? spawnChildProcess,
         resolvePython: resolveInterpreter,
         onOutput: (workerId, pid, stream, line) => {
           const event = stream === 'stderr' ? 'worker.stderr' : 'worker.stdout';
@@ -384,7 +429,8 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     if (!this.#started || this.#actor.getSnapshot().status === 'error') {
       // Nothing was started (a lazy pool), or XState already stopped every worker.
       this.#telemetry.close();
-      this.#closing = Promise.resolve();
+      // After an internal error, the fork server may still be closing (see #done).
+      this.#closing = this.#started ? this.#whenDone : Promise.resolve();
       return this.#closing;
     }
     this.#hold.acquire(); // until done, which ends the hold
@@ -699,8 +745,8 @@ function checkScript(script: string): void {
  * ```
  */
 export function createPool(options: PoolOptions & PoolInternals): Pool {
-  const { spawn, inspect, now, ...rest } = options ?? ({} as PoolOptions & PoolInternals);
-  return new Pool(rest as PoolOptions, { spawn, inspect, now });
+  const { spawn, inspect, now, platform, ...rest } = options ?? ({} as PoolOptions & PoolInternals);
+  return new Pool(rest as PoolOptions, { spawn, inspect, now, platform });
 }
 
 export type { PyvisorError };

@@ -40,7 +40,7 @@ import type { PendingCall } from '../pool/call.js';
 import type { NormalizedOptions } from '../pool/options.js';
 import type { ReadyMessage } from '../protocol/index.js';
 import { workerSpawnSpec } from '../transport/spawn-spec.js';
-import type { SpawnSpec, SpawnTransport } from '../transport/transport.js';
+import type { SpawnSpec, SpawnTransport, WorkerTransport } from '../transport/transport.js';
 import { backoffDelay } from './backoff.js';
 import { RestartIntensity } from './restart-intensity.js';
 import {
@@ -57,8 +57,8 @@ const WORKER_DONE = 'xstate.done.actor.worker-';
 /** One worker process as the router sees it: its slot, its generation and its actor. */
 export class SlotWorker implements RoutedWorker<PendingCall> {
   ref!: WorkerActor;
-  /** Set as soon as the process is spawned. */
-  pid: number | null = null;
+  /** Its process's transport, set as soon as the process is spawned. */
+  transport: WorkerTransport | null = null;
   /** Set when it reports ready. */
   readyAt = 0;
   /** Resident memory at the last maintenance tick, bytes; null before the first sample. */
@@ -71,6 +71,16 @@ export class SlotWorker implements RoutedWorker<PendingCall> {
     readonly generation: number,
     readonly startedAt: number,
   ) {}
+
+  /** Its pid: known at the spawn, or shortly after for a worker forked by a fork server. */
+  get pid(): number | null {
+    return this.transport?.pid ?? null;
+  }
+
+  /** Its process died because the process it was forked from died (see `template.exited`). */
+  get hostLost(): boolean {
+    return this.transport?.hostLost === true;
+  }
 
   accepting(): boolean {
     return isAccepting(this.ref.getSnapshot());
@@ -191,6 +201,11 @@ export type SupervisorEvent =
   | { type: 'coolDown.expired' }
   /** A worker machine reached its final state (raised from its done event, see below). */
   | { type: 'worker.exited'; exit: WorkerExit }
+  /**
+   * The fork server's template died (`startMethod: 'forkserver'`), and every worker forked from it
+   * with it: one crash for the restart intensity (those workers' own exits do not count).
+   */
+  | { type: 'template.exited'; error: PyvisorError }
   /** A child reached its final state: a worker (its id starts with `worker-`) or nothing else. */
   | { type: `xstate.done.actor.${string}`; output: unknown }
   /** A child actor failed (a bug, not a process death): the pool fails. */
@@ -212,6 +227,7 @@ export const SUPERVISOR_EVENT_TYPES = Object.keys({
   'pool.demand': true,
   'coolDown.expired': true,
   'worker.exited': true,
+  'template.exited': true,
   'xstate.error.actor.*': true,
   'xstate.done.actor.*': true,
   'worker.ready': true,
@@ -368,7 +384,7 @@ function spawnWorker(
         ...handlers,
         output: (stream, line) => input.onOutput(slot.index, worker.pid, stream, line),
       });
-      worker.pid = transport.pid ?? null;
+      worker.transport = transport;
       return transport;
     };
     const ref = spawn(workerMachine, {
@@ -591,12 +607,21 @@ export function coolDownDelay(trips: number, coolDown: number): number {
   return Math.min(coolDown * 2 ** Math.min(trips - 1, 30), Math.max(MAX_COOL_DOWN, coolDown));
 }
 
-/** Whether this exit is one crash too many for the restart intensity. */
+/** The slot's current worker, if `exit` is its exit (not a stale event). */
+function exitingWorker(context: SupervisorContext, exit: WorkerExit): SlotWorker | undefined {
+  const worker = context.slots[exit.workerId]?.worker;
+  return worker?.generation === exit.generation ? worker : undefined;
+}
+
+/** Whether this event is one crash too many for the restart intensity. */
 function intensityExceeded(context: SupervisorContext, event: SupervisorEvent): boolean {
+  if (event.type === 'template.exited') return context.intensity.wouldExceed(context.now());
   if (event.type !== 'worker.exited') return false;
   const { exit } = event;
+  const worker = exitingWorker(context, exit);
   return (
-    context.slots[exit.workerId]?.worker?.generation === exit.generation &&
+    worker !== undefined &&
+    !worker.hostLost &&
     isCrash(exit) &&
     context.intensity.wouldExceed(context.now())
   );
@@ -658,6 +683,8 @@ const WINDING_DOWN = {
   'pool.reload': { actions: 'refuse reload' },
   // The worker is being stopped anyway; its exit follows.
   'health.failed': {},
+  // Its workers are stopping anyway; nothing starts any more.
+  'template.exited': {},
   // The breaker's state is read from its machine; nothing starts any more.
   'circuit.opened': {},
   'circuit.halfOpen': {},
@@ -782,6 +809,7 @@ export const supervisorMachine = setup({
       if (event.type !== 'worker.exited') return;
       const { exit } = event;
       const replacement = context.slots[exit.workerId]?.incoming?.generation === exit.generation;
+      const hostLost = exitingWorker(context, exit)?.hostLost === true;
       const slot = releaseSlot(context, enqueue, exit);
       enqueue.emit({ type: 'worker.exited', exit });
       // New code that does not start: the old workers keep serving; nothing is counted.
@@ -811,7 +839,10 @@ export const supervisorMachine = setup({
       }
       let delay: number;
       let reason: WorkerExit['reason'] | 'recycled' = exit.reason;
-      if (isStartFailure(exit)) {
+      if (hostLost) {
+        // Its template died: that death was counted once (`template.exited`), not per worker.
+        delay = backoffDelay(0, context.options.restart);
+      } else if (isStartFailure(exit)) {
         context.lastStartError = exit.error;
         // In half-open only the probe decides; an older start failing late says nothing new.
         const counts = circuitStateOf(context) !== 'halfOpen' || context.probe === slot.index;
@@ -838,6 +869,9 @@ export const supervisorMachine = setup({
       const refused = refusal(context);
       if (refused) context.router.rejectQueued(() => refused);
     }),
+    'count template crash': ({ context }) => {
+      context.intensity.record(context.now());
+    },
     'release worker': enqueueActions(({ context, event, enqueue: raw }) => {
       const enqueue = effects(raw);
       if (event.type !== 'worker.exited') return;
@@ -855,11 +889,14 @@ export const supervisorMachine = setup({
       const recovers = Number.isFinite(ms);
       context.coolDown = recovers ? { ms, since: now } : null;
       const message = `The pool failed: workers crashed more than ${maxRestarts} times within ${period} ms (restart.maxRestarts / restart.period)`;
+      let cause: PyvisorError | null | undefined;
+      if (event.type === 'worker.exited') cause = event.exit.error;
+      else if (event.type === 'template.exited') cause = event.error;
       context.failure = new PoolFailedError(
         recovers
           ? `${message}; it starts its workers again in ${ms} ms (restart.coolDown)`
           : message,
-        event.type === 'worker.exited' ? event.exit.error : undefined,
+        cause,
         recovers ? { retryAt: Date.now() + ms } : undefined,
       );
       enqueue.emit({ type: 'pool.failed', error: context.failure });
@@ -1150,6 +1187,15 @@ export const supervisorMachine = setup({
             actions: ['release worker', 'fail the pool'],
           },
           { actions: 'handle worker exit' },
+        ],
+        'template.exited': [
+          {
+            guard: 'restart intensity exceeded and the pool cools down',
+            target: 'failed.coolingDown',
+            actions: 'fail the pool',
+          },
+          { guard: 'restart intensity exceeded', target: 'failed', actions: 'fail the pool' },
+          { actions: 'count template crash' },
         ],
         'xstate.done.actor.*': WORKER_DONE_TRANSITION,
         'xstate.error.actor.*': { target: 'failed', actions: 'fail the pool for a child error' },

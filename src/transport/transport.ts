@@ -45,6 +45,11 @@ export interface WorkerTransport {
   kill(signal: NodeJS.Signals): void;
   /** The last `outputLines` lines of stdout/stderr, oldest first. */
   outputTail(): string;
+  /**
+   * True once the process died because the process it was forked from died (a fork server's
+   * template): the supervisor counts that death once, not once per worker.
+   */
+  readonly hostLost?: boolean;
 }
 
 /** Starts a worker process and reports to `handlers`. */
