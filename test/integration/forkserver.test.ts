@@ -1,7 +1,7 @@
 // startMethod 'forkserver': workers forked from a template that imported the script once, driven
 // through the public API against real python3.
 import { spawn } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -380,6 +380,11 @@ describe("startMethod 'forkserver'", () => {
     parent.kill('SIGKILL');
     await exited;
     await allGone([template, ...children], 1000);
+    // A SIGKILLed Node cannot remove its socket directory: the next fork server would (stale).
+    for (const name of readdirSync(tmpdir())) {
+      if (name.startsWith(`pyvisor-${parent.pid}-`))
+        rmSync(join(tmpdir(), name), { recursive: true });
+    }
   });
 });
 
