@@ -1,7 +1,7 @@
 // startMethod 'forkserver': workers forked from a template that imported the script once, driven
 // through the public API against real python3.
 import { spawn } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -277,6 +277,17 @@ describe("startMethod 'forkserver'", () => {
     expect(seen).toHaveLength(1);
   });
 
+  it('forks anyway, with a warning counting the OS threads, when native threads run after import', async () => {
+    const pool = forked({ script: fixture('fork-native-thread.py'), size: 2 });
+    const warning = nextEvent(pool, 'warning');
+    await pool.ready();
+    const w = await warning;
+    expect(w.code).toBe('WARN_FORK_NATIVE_THREADS');
+    expect(w.osThreads).toBe(2);
+    for (const pid of pids(pool)) expect(ppidOf(pid)).not.toBe(process.pid);
+    expect(await pool.call('add', [1, 2])).toBe(3);
+  });
+
   it('falls back to spawn with one warning where it cannot fork (forced: not Linux)', async () => {
     const pool = forked({ size: 2, platform: 'darwin' });
     const seen = warnings(pool);
@@ -317,6 +328,28 @@ describe("startMethod 'forkserver'", () => {
     expect(socketDirs()).toEqual([]);
   });
 
+  it('an idle pool does not keep Node alive: a script that forgets close() exits, and the template, its workers and its socket directory go with it', async () => {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', fixture('keep-alive-script.ts'), 'default', 'forkserver'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    child.stdout.on('data', (chunk) => {
+      out += chunk;
+    });
+    const code = await new Promise((resolve) => child.on('exit', resolve));
+    expect(code).toBe(0);
+    const lines = out.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const { sum, pids: workerPids } = JSON.parse(lines[0]!) as { sum: number; pids: number[] };
+    expect(sum).toBe(3);
+    await allGone(workerPids);
+    expect(
+      readdirSync(tmpdir()).filter((name) => name.startsWith(`pyvisor-${child.pid}-`)),
+    ).toEqual([]);
+  });
+
   it('Node SIGKILLed with forked workers busy (one in a GIL-holding C call): template and workers gone within 1 s', async () => {
     const parent = spawn(
       process.execPath,
@@ -347,6 +380,11 @@ describe("startMethod 'forkserver'", () => {
     parent.kill('SIGKILL');
     await exited;
     await allGone([template, ...children], 1000);
+    // A SIGKILLed Node cannot remove its socket directory: the next fork server would (stale).
+    for (const name of readdirSync(tmpdir())) {
+      if (name.startsWith(`pyvisor-${parent.pid}-`))
+        rmSync(join(tmpdir(), name), { recursive: true });
+    }
   });
 });
 
