@@ -7,6 +7,7 @@ import {
   PoolFailedError,
   type PyvisorError,
   WorkerCrashedError,
+  WorkerInitError,
 } from '../errors.js';
 import type { WorkerActor } from '../machines/worker.machine.js';
 import { workerStateOf } from '../machines/worker-state.js';
@@ -391,6 +392,8 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     const run = async (): Promise<void> => {
       if (this.#reloadQueued === reload) this.#reloadQueued = null;
       await this.ready();
+      // With the fork server, the template is replaced first: workers fork from what it imported.
+      if (this.#forkServer) await this.#renewTemplate();
       await new Promise<void>((resolve, reject) => {
         this.#reloadWaiter = { resolve, reject };
         this.#send({ type: 'pool.reload' });
@@ -406,6 +409,35 @@ export class Pool extends EventEmitter<PoolEvents> implements AsyncDisposable {
     if (running) this.#reloadQueued = reload;
     this.#reloading = reload;
     return reload;
+  }
+
+  /** A new fork-server template for a reload; its failure fails the reload like a worker's. */
+  async #renewTemplate(): Promise<void> {
+    try {
+      await this.#forkServer!.renew();
+    } catch (cause) {
+      const failure = cause as Error & {
+        init?: { type: string; message: string; traceback: string };
+        stderr?: string;
+      };
+      const init = failure.init;
+      const error = new WorkerInitError(
+        init ? 'error' : 'crash',
+        {
+          stderr: failure.stderr ?? '',
+          ...(init
+            ? {
+                pythonType: init.type,
+                pythonMessage: init.message,
+                pythonTraceback: init.traceback,
+              }
+            : {}),
+        },
+        { cause },
+      );
+      this.emit('reload.failed', { name: this.name, error });
+      throw error;
+    }
   }
 
   /**

@@ -95,6 +95,19 @@ export class ForkServer {
   #server: Server | null = null;
   #template: TemplateProcess | null = null;
   #templateExited: Promise<void> | null = null;
+  /** Each template's exit, for close(): the current one, a renewal's, and retiring ones. */
+  readonly #exits = new Map<TemplateProcess, Promise<void>>();
+  /** The template each forked worker came from (a reload may leave several for a while). */
+  readonly #hostOf = new Map<number, TemplateProcess>();
+  /** Templates a renewal replaced: each ends once its last worker is gone. */
+  readonly #retiring = new Set<TemplateProcess>();
+  /** A new template importing the code on disk now, for a reload (see {@link renew}). */
+  #renewal: {
+    template: TemplateProcess;
+    initError: InitErrorMessage | null;
+    resolve: () => void;
+    reject: (error: Error) => void;
+  } | null = null;
   /**
    * Every worker that waited for the starting template gave up (each has its own `initTimeout`,
    * which covers the template's import): it was killed, and is not a failure of forking.
@@ -174,7 +187,13 @@ export class ForkServer {
         }
       }
     }
-    await this.#templateExited;
+    for (const template of this.#retiring) stopTemplate(template);
+    if (this.#renewal) {
+      this.#renewal.template.kill('SIGKILL');
+      this.#renewal.reject(new Error('The pool closed before the new template was ready'));
+      this.#renewal = null;
+    }
+    await Promise.all([this.#templateExited, ...this.#exits.values()]);
     this.#server?.close();
     this.#server = null;
     if (this.#dir) removeSocketDir(this.#dir);
@@ -200,13 +219,104 @@ export class ForkServer {
       return;
     }
     const number = constants.signals[signal];
-    if (number !== undefined) this.#template?.killWorker(transport.id, number);
+    const host = this.#hostOf.get(transport.id) ?? this.#template;
+    if (number !== undefined) host?.killWorker(transport.id, number);
   }
 
   /** The transport reported its exit: it is forgotten. */
   forget(transport: ForkedTransport): void {
     this.#byToken.delete(transport.token);
     this.#forked.delete(transport.id);
+    const host = this.#hostOf.get(transport.id);
+    this.#hostOf.delete(transport.id);
+    if (host && this.#retiring.has(host) && !this.#hosts(host)) stopTemplate(host);
+  }
+
+  /**
+   * For a reload: starts a new template, which imports the code on disk now, and forks every
+   * later worker from it once it is ready; the current template ends once the last worker forked
+   * from it is gone (ending it earlier would kill them). Rejects, leaving the current template in
+   * place, when the new one cannot import the script (a WorkerInitError-like Error: the caller
+   * wraps it). Resolves at once when workers are not forked (spawned ones import anew anyway)
+   * or no template runs yet.
+   */
+  renew(): Promise<void> {
+    if (this.#mode !== 'ready' || !this.#template || this.#renewal) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      let template: TemplateProcess;
+      try {
+        template = this.#launch((t, message) => this.#onRenewalMessage(t, message));
+      } catch (error) {
+        reject(error as Error);
+        return;
+      }
+      this.#renewal = { template, initError: null, resolve, reject };
+    });
+  }
+
+  /** Whether any worker forked from `template` is still around. */
+  #hosts(template: TemplateProcess): boolean {
+    for (const host of this.#hostOf.values()) if (host === template) return true;
+    return false;
+  }
+
+  #launch(
+    onMessage: (template: TemplateProcess, message: TemplateMessage) => void,
+  ): TemplateProcess {
+    let exited!: () => void;
+    const done = new Promise<void>((resolve) => {
+      exited = resolve;
+    });
+    const template: TemplateProcess = new TemplateProcess(this.#spec!, this.#socketPath!, {
+      message: (message) => onMessage(template, message),
+      output: (stream, line) => this.#options.onOutput?.(stream, line),
+      exit: (exit) => {
+        this.#exits.delete(template);
+        this.#onTemplateExit(template, exit);
+        exited();
+      },
+    });
+    this.#exits.set(template, done);
+    return template;
+  }
+
+  #onRenewalMessage(template: TemplateProcess, message: TemplateMessage): void {
+    const renewal = this.#renewal;
+    if (renewal?.template !== template) {
+      this.#onMessage(template, message);
+      return;
+    }
+    if (message.t === 'init_error') {
+      renewal.initError = {
+        t: 'init_error',
+        type: message.type,
+        message: message.message,
+        traceback: message.traceback,
+      };
+      return;
+    }
+    if (message.t !== 'hello') {
+      this.#onMessage(template, message);
+      return;
+    }
+    this.#renewal = null;
+    if (message.threads.length > 0) {
+      stopTemplate(template);
+      renewal.reject(
+        new Error(
+          `The new code left ${message.threads.length} Python thread(s) running after import (${message.threads.join(', ')}); forking from it could deadlock the workers. Start threads in an @on_init function.`,
+        ),
+      );
+      return;
+    }
+    // The new template serves every later fork; the old one ends with its last worker.
+    const old = this.#template;
+    this.#template = template;
+    if (old) {
+      this.#retiring.add(old);
+      if (!this.#hosts(old)) stopTemplate(old);
+    }
+    renewal.resolve();
   }
 
   // ----------------------------------------------------------------------------------------
@@ -270,7 +380,9 @@ export class ForkServer {
   }
 
   #onMessage(template: TemplateProcess, message: TemplateMessage): void {
-    if (template !== this.#template) return;
+    // A retiring template still reports on the workers it forked (ids are unique).
+    const current = template === this.#template;
+    if (!current && (message.t === 'hello' || message.t === 'init_error')) return;
     switch (message.t) {
       case 'hello':
         this.#onHello(template, message);
@@ -325,6 +437,35 @@ export class ForkServer {
   }
 
   #onTemplateExit(template: TemplateProcess, exit: ProcessExit): void {
+    const renewal = this.#renewal;
+    if (renewal?.template === template) {
+      // The new code did not import (or the template died first): the current one stays.
+      this.#renewal = null;
+      const init = renewal.initError;
+      const error = new Error(
+        init
+          ? `${init.type}: ${init.message}`
+          : `The new template ${describeExit(exit)} before it was ready`,
+      ) as Error & { init?: InitErrorMessage; stderr?: string };
+      if (init) error.init = init;
+      error.stderr = template.outputTail().join('\n');
+      renewal.reject(error);
+      return;
+    }
+    if (this.#retiring.delete(template)) {
+      // Ended after its last worker, or died with some still running: those died with it.
+      const lost = [...this.#forked.values()].filter((t) => this.#hostOf.get(t.id) === template);
+      if (lost.length === 0) return;
+      const note = `[pyvisor] the fork server's old template (pid ${template.pid}) ${describeExit(exit)}; this worker died with it`;
+      for (const transport of lost) transport.lost(note);
+      this.#options.onTemplateExit({
+        pid: template.pid ?? null,
+        exitCode: exit.exitCode,
+        signal: exit.signal,
+        stderr: template.outputTail().join('\n'),
+      });
+      return;
+    }
     if (template !== this.#template) return;
     this.#template = null;
     const tail = template.outputTail();
@@ -351,7 +492,9 @@ export class ForkServer {
     }
     // It died after it was ready: its workers died with it (PR_SET_PDEATHSIG).
     const note = `[pyvisor] the fork server's template (pid ${template.pid}) ${describeExit(exit)}; this worker died with it`;
-    for (const transport of [...this.#forked.values()]) transport.lost(note);
+    for (const transport of [...this.#forked.values()]) {
+      if (this.#hostOf.get(transport.id) === template) transport.lost(note);
+    }
     this.#options.onTemplateExit({
       pid: template.pid ?? null,
       exitCode: exit.exitCode,
@@ -362,6 +505,7 @@ export class ForkServer {
 
   #requestFork(transport: ForkedTransport): void {
     this.#forked.set(transport.id, transport);
+    this.#hostOf.set(transport.id, this.#template!);
     this.#template!.fork(transport.id, transport.token);
   }
 
@@ -401,6 +545,13 @@ export class ForkServer {
     // Never inside a spawn (a supervisor transition): listeners are the user's code.
     setImmediate(() => this.#options.onWarning(warning));
   }
+}
+
+/** Ends a template (its workers should be gone: any left die with it). */
+function stopTemplate(template: TemplateProcess): void {
+  if (template.exited) return;
+  template.end();
+  setTimeout(() => template.kill('SIGKILL'), TEMPLATE_STOP_MS).unref();
 }
 
 function signalName(signal: number): NodeJS.Signals | undefined {

@@ -1,7 +1,7 @@
 // startMethod 'forkserver': workers forked from a template that imported the script once, driven
 // through the public API against real python3.
 import { spawn } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -406,3 +406,67 @@ function deadPid(): Promise<number> {
   const child = spawn('true');
   return new Promise((resolve) => child.on('exit', () => resolve(child.pid!)));
 }
+
+describe('reload() with the fork server', () => {
+  function app(version: string): { file: string; write: (v: string) => void } {
+    const dir = join(
+      tmpdir(),
+      `pyvisor-fork-reload-${process.pid}-${Math.random().toString(36).slice(2)}`,
+    );
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, 'app.py');
+    const write = (v: string) =>
+      writeFileSync(
+        file,
+        `import os\nfrom pyvisor import handler\n\nVERSION = ${v}\n\n@handler\ndef version():\n    return [VERSION, os.getpid()]\n`,
+      );
+    write(version);
+    return { file, write };
+  }
+
+  it('replaces the template first, then every worker, without failing a call; the old template ends', async () => {
+    const code = app("'v1'");
+    const pool = forked({ script: code.file, size: 2 });
+    await pool.ready();
+    const oldTemplate = ppidOf(pids(pool)[0]!);
+    code.write("'v2'");
+    let stop = false;
+    const failures: unknown[] = [];
+    const load = (async () => {
+      while (!stop) await pool.call('version').catch((e: unknown) => failures.push(e));
+    })();
+    await pool.reload();
+    stop = true;
+    await load;
+    expect(failures).toEqual([]);
+    for (const i of [0, 1]) {
+      const [version] = await pool.call<[string, number]>('version', [], { session: `s${i}` });
+      expect(version).toBe('v2');
+    }
+    const newTemplate = ppidOf(pids(pool)[0]!);
+    expect(newTemplate).not.toBe(oldTemplate);
+    expect(ppidOf(pids(pool)[1]!)).toBe(newTemplate);
+    await allGone([oldTemplate]);
+    await pool.close();
+  });
+
+  it('new code that does not import: reload() rejects with ERR_WORKER_INIT and the old template keeps forking', async () => {
+    const code = app("'v1'");
+    const pool = forked({ script: code.file, size: 1 });
+    await pool.ready();
+    const template = ppidOf(pids(pool)[0]!);
+    writeFileSync(code.file, 'raise RuntimeError("broken on purpose")\n');
+    const error = (await pool.reload().catch((e: unknown) => e)) as WorkerInitError;
+    expect(error.code).toBe('ERR_WORKER_INIT');
+    expect(error.pythonType).toBe('RuntimeError');
+    expect(error.pythonTraceback).toContain('broken on purpose');
+    expect((await pool.call<[string, number]>('version'))[0]).toBe('v1');
+    // A crash replacement still forks from the old template.
+    const crashed = nextEvent(pool, 'worker.ready');
+    process.kill(pids(pool)[0]!, 'SIGKILL');
+    await crashed;
+    expect(ppidOf(pids(pool)[0]!)).toBe(template);
+    expect(pool.stats().circuit).toBe('closed');
+    await pool.close();
+  });
+});
