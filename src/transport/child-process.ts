@@ -1,8 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { ProtocolError } from '../errors.js';
-import { FrameDecoder } from '../protocol/index.js';
 import { LineSplitter } from './line-splitter.js';
+import { ReplyReader } from './reply-reader.js';
 import type {
   ProcessExit,
   SpawnSpec,
@@ -15,9 +15,6 @@ import type {
 // for their last bytes, then report the exit anyway.
 const OUTPUT_DRAIN_MS = 100;
 const REPLY_EOF_GRACE_MS = 250;
-// Python writes a frame in one writev, so a frame that stays incomplete this long while the
-// process lives means the writer is broken (e.g. it wrote a header and never the body).
-const FRAME_STALL_MS = 2000;
 
 /**
  * Spawns a local Python process with the protocol on fds 3 (requests) and 4 (replies).
@@ -30,7 +27,7 @@ export const spawnChildProcess: SpawnTransport = (spec, handlers) =>
 class ChildProcessTransport implements WorkerTransport {
   readonly #child: ChildProcess;
   readonly #handlers: TransportHandlers;
-  readonly #decoder: FrameDecoder;
+  readonly #reader: ReplyReader;
   readonly #stderr: LineSplitter;
   readonly #stdout: LineSplitter;
   readonly #requests: Writable;
@@ -40,14 +37,15 @@ class ChildProcessTransport implements WorkerTransport {
   #outputOpen = 2;
   #drainTimer: NodeJS.Timeout | null = null;
   #eofTimer: NodeJS.Timeout | null = null;
-  #stallTimer: NodeJS.Timeout | null = null;
-  #broken = false;
-  readonly #onMessage: TransportHandlers['message'];
 
   constructor(spec: SpawnSpec, handlers: TransportHandlers) {
     this.#handlers = handlers;
-    this.#onMessage = (message) => handlers.message(message);
-    this.#decoder = new FrameDecoder(spec.maxMessageSize);
+    this.#reader = new ReplyReader(
+      spec.maxMessageSize,
+      (message) => handlers.message(message),
+      (error) => handlers.protocolError(error),
+      () => this.#exit !== null,
+    );
     this.#stderr = new LineSplitter(spec.outputLines, (line) => handlers.output('stderr', line));
     this.#stdout = new LineSplitter(0, (line) => handlers.output('stdout', line));
     this.#child = spawn(spec.command, spec.args as string[], {
@@ -67,14 +65,15 @@ class ChildProcessTransport implements WorkerTransport {
     // A worker that dies mid-write gives EPIPE on the request pipe; the exit event reports it.
     this.#requests.on('error', () => {});
     replies.on('error', () => {});
-    replies.on('data', (chunk: Buffer) => this.#onData(chunk));
+    replies.on('data', (chunk: Buffer) => this.#reader.push(chunk));
     replies.on('close', () => {
       this.#protocolOpen = false;
       if (!this.#exit) {
         // EOF usually means the process is exiting and its exit event is on the way; a worker
         // that is still alive after a grace period closed its reply pipe and can never answer.
         this.#eofTimer = setTimeout(() => {
-          if (!this.#exit) this.#fail(new ProtocolError('Worker closed its reply pipe (fd 4)'));
+          if (!this.#exit)
+            this.#reader.fail(new ProtocolError('Worker closed its reply pipe (fd 4)'));
         }, REPLY_EOF_GRACE_MS).unref();
       }
       this.#maybeReport();
@@ -148,50 +147,12 @@ class ChildProcessTransport implements WorkerTransport {
     return this.#stderr.tail().join('\n');
   }
 
-  #onData(chunk: Buffer): void {
-    if (this.#broken) return;
-    try {
-      this.#decoder.push(chunk, this.#onMessage);
-    } catch (error) {
-      this.#fail(
-        error instanceof ProtocolError
-          ? error
-          : new ProtocolError('Failed to read a frame from the worker', { cause: error }),
-      );
-      return;
-    }
-    if (this.#stallTimer) {
-      clearTimeout(this.#stallTimer);
-      this.#stallTimer = null;
-    }
-    if (this.#decoder.pending > 0 && !this.#broken) {
-      this.#stallTimer = setTimeout(() => {
-        if (!this.#exit) {
-          this.#fail(
-            new ProtocolError(
-              `Worker sent an incomplete frame and nothing more for ${FRAME_STALL_MS} ms`,
-            ),
-          );
-        }
-      }, FRAME_STALL_MS);
-    }
-  }
-
-  #fail(error: ProtocolError): void {
-    if (this.#broken) return;
-    this.#broken = true;
-    if (this.#stallTimer) clearTimeout(this.#stallTimer);
-    this.#handlers.protocolError(error);
-  }
-
   #maybeReport(): void {
     if (this.#reported || !this.#exit || this.#protocolOpen || this.#outputOpen > 0) return;
     this.#reported = true;
     if (this.#drainTimer) clearTimeout(this.#drainTimer);
     if (this.#eofTimer) clearTimeout(this.#eofTimer);
-    if (this.#stallTimer) clearTimeout(this.#stallTimer);
-    if (this.#decoder.pending > 0)
-      this.#fail(new ProtocolError('Worker exited in the middle of a frame'));
+    this.#reader.finish();
     this.#handlers.exit(this.#exit);
   }
 }

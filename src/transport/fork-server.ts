@@ -3,9 +3,10 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { constants } from 'node:os';
 import { StringDecoder } from 'node:string_decoder';
 import { ProtocolError } from '../errors.js';
-import { FrameDecoder, type InitErrorMessage } from '../protocol/index.js';
+import type { InitErrorMessage } from '../protocol/index.js';
 import { spawnChildProcess } from './child-process.js';
 import { LineSplitter } from './line-splitter.js';
+import { ReplyReader } from './reply-reader.js';
 import { createSocketDir, removeSocketDir } from './socket-dir.js';
 import { type TemplateMessage, TemplateProcess } from './template.js';
 import type {
@@ -67,7 +68,6 @@ const HELLO_LENGTH = TOKEN_BYTES * 2 + 1;
 // that closed while the process lives, and for an incomplete frame.
 const OUTPUT_DRAIN_MS = 100;
 const REPLY_EOF_GRACE_MS = 250;
-const FRAME_STALL_MS = 2000;
 // How long a template gets to exit after its control channel is closed, before SIGKILL.
 const TEMPLATE_STOP_MS = 1000;
 
@@ -582,7 +582,7 @@ class ForkedTransport implements WorkerTransport {
   readonly id: number;
   readonly #spec: SpawnSpec;
   readonly #handlers: TransportHandlers;
-  readonly #decoder: FrameDecoder;
+  readonly #reader: ReplyReader;
   readonly #stderr: LineSplitter;
   readonly #stdout: LineSplitter;
   #delegate: WorkerTransport | null = null;
@@ -603,17 +603,18 @@ class ForkedTransport implements WorkerTransport {
   #notes: string[] = [];
   #drainTimer: NodeJS.Timeout | null = null;
   #eofTimer: NodeJS.Timeout | null = null;
-  #stallTimer: NodeJS.Timeout | null = null;
-  #broken = false;
-  readonly #onMessage: TransportHandlers['message'];
 
   constructor(server: ForkServer, id: number, spec: SpawnSpec, handlers: TransportHandlers) {
     this.#server = server;
     this.id = id;
     this.#spec = spec;
     this.#handlers = handlers;
-    this.#onMessage = (message) => handlers.message(message);
-    this.#decoder = new FrameDecoder(spec.maxMessageSize);
+    this.#reader = new ReplyReader(
+      spec.maxMessageSize,
+      (message) => handlers.message(message),
+      (error) => handlers.protocolError(error),
+      () => this.#exit !== null,
+    );
     this.#stderr = new LineSplitter(spec.outputLines, (line) => handlers.output('stderr', line));
     this.#stdout = new LineSplitter(0, (line) => handlers.output('stdout', line));
   }
@@ -766,7 +767,7 @@ class ForkedTransport implements WorkerTransport {
     // EOF usually means the process is exiting and the template's report is on its way; a
     // worker still alive after a grace period closed its reply channel and can never answer.
     this.#eofTimer = setTimeout(() => {
-      if (!this.#exit) this.#fail(new ProtocolError('Worker closed its reply pipe (fd 4)'));
+      if (!this.#exit) this.#reader.fail(new ProtocolError('Worker closed its reply pipe (fd 4)'));
     }, REPLY_EOF_GRACE_MS).unref();
   }
 
@@ -777,43 +778,12 @@ class ForkedTransport implements WorkerTransport {
   }
 
   #onData(chunk: Buffer): void {
-    if (this.#broken) return;
+    // Frames that arrive before the template said which pid the worker has wait for it.
     if (this.#pid === undefined) {
       this.#early.push(chunk);
       return;
     }
-    try {
-      this.#decoder.push(chunk, this.#onMessage);
-    } catch (error) {
-      this.#fail(
-        error instanceof ProtocolError
-          ? error
-          : new ProtocolError('Failed to read a frame from the worker', { cause: error }),
-      );
-      return;
-    }
-    if (this.#stallTimer) {
-      clearTimeout(this.#stallTimer);
-      this.#stallTimer = null;
-    }
-    if (this.#decoder.pending > 0 && !this.#broken) {
-      this.#stallTimer = setTimeout(() => {
-        if (!this.#exit) {
-          this.#fail(
-            new ProtocolError(
-              `Worker sent an incomplete frame and nothing more for ${FRAME_STALL_MS} ms`,
-            ),
-          );
-        }
-      }, FRAME_STALL_MS);
-    }
-  }
-
-  #fail(error: ProtocolError): void {
-    if (this.#broken) return;
-    this.#broken = true;
-    if (this.#stallTimer) clearTimeout(this.#stallTimer);
-    this.#handlers.protocolError(error);
+    this.#reader.push(chunk);
   }
 
   #maybeReport(): void {
@@ -822,12 +792,9 @@ class ForkedTransport implements WorkerTransport {
     this.#reported = true;
     if (this.#drainTimer) clearTimeout(this.#drainTimer);
     if (this.#eofTimer) clearTimeout(this.#eofTimer);
-    if (this.#stallTimer) clearTimeout(this.#stallTimer);
     for (const kind of ['p', 'o', 'e'] as const) this.#closeKind(kind);
     this.#server.forget(this);
-    if (this.#decoder.pending > 0) {
-      this.#fail(new ProtocolError('Worker exited in the middle of a frame'));
-    }
+    this.#reader.finish();
     this.#handlers.exit(this.#exit);
   }
 }
