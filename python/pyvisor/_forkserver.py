@@ -403,22 +403,8 @@ def _serve(argv, drop_path0):
     try:
         _runtime._import_script(script)
     except BaseException as exc:
-        from ._codec import _clip, _format_traceback, _safe_str
-
-        channel.send(
-            {
-                "t": "init_error",
-                "type": type(exc).__name__,
-                "message": _clip(_safe_str(exc)),
-                "traceback": _clip(_format_traceback(exc)),
-            }
-        )
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
-        os._exit(1)
+        channel.send(_runtime._init_error(exc))
+        _runtime._exit_after_output(1)
     import_ms = (_perf_counter() - t0) * 1000.0
     script_fds = sorted(_fd_set() - before - {0, 1, 2, 3, 4})
     threads = _python_threads()

@@ -152,23 +152,29 @@ def _import_script(path):
     return module
 
 
-def _init_failed(exc):
-    _send(
-        _dict_body(
-            {
-                "t": "init_error",
-                "type": type(exc).__name__,
-                "message": _clip(_safe_str(exc)),
-                "traceback": _clip(_format_traceback(exc)),
-            }
-        )
-    )
+def _init_error(exc):
+    """The init_error message for exc, raised by the script's import or an @on_init function."""
+    return {
+        "t": "init_error",
+        "type": type(exc).__name__,
+        "message": _clip(_safe_str(exc)),
+        "traceback": _clip(_format_traceback(exc)),
+    }
+
+
+def _exit_after_output(code):
+    """Flush what the script printed, then exit at once."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except BaseException:
             pass
-    os._exit(1)  # not sys.exit: a non-daemon thread started by the script must not hang us
+    os._exit(code)  # not sys.exit: a non-daemon thread started by the script must not hang us
+
+
+def _init_failed(exc):
+    _send(_dict_body(_init_error(exc)))
+    _exit_after_output(1)
 
 
 def _initialize(script, imported=False):

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { ProtocolError } from '../errors.js';
 import { LineSplitter } from './line-splitter.js';
+import { afterDrain, writeFrame } from './pipes.js';
 import { ReplyReader } from './reply-reader.js';
 import type {
   ProcessExit,
@@ -11,9 +12,7 @@ import type {
   WorkerTransport,
 } from './transport.js';
 
-// After the process exits, its pipes may stay open when a grandchild inherited them; wait this long
-// for their last bytes, then report the exit anyway.
-const OUTPUT_DRAIN_MS = 100;
+// A reply pipe that closed while the process lives: how long its exit event gets to follow.
 const REPLY_EOF_GRACE_MS = 250;
 
 /**
@@ -102,16 +101,11 @@ class ChildProcessTransport implements WorkerTransport {
     });
     child.on('exit', (exitCode, signal) => {
       this.#exit = { exitCode, signal };
-      this.#drainTimer = setTimeout(() => {
-        // Timers run before I/O in an event-loop turn: after a stall longer than the drain time
-        // the last frames may still wait in the pipe, readable in this very turn. setImmediate
-        // runs after that turn's I/O, so they are read (and the pipes' ends seen) first.
-        setImmediate(() => {
-          this.#protocolOpen = false;
-          this.#outputOpen = 0;
-          this.#maybeReport();
-        });
-      }, OUTPUT_DRAIN_MS).unref();
+      this.#drainTimer = afterDrain(() => {
+        this.#protocolOpen = false;
+        this.#outputOpen = 0;
+        this.#maybeReport();
+      });
       this.#maybeReport();
     });
   }
@@ -122,16 +116,7 @@ class ChildProcessTransport implements WorkerTransport {
 
   send(frame: Buffer | readonly Buffer[]): void {
     if (this.#exit || this.#requests.destroyed) return;
-    const requests = this.#requests;
-    if (frame instanceof Uint8Array) {
-      requests.write(frame);
-      return;
-    }
-    // Several buffers (a frame and its attachments): one writev, no copies. Writes are queued
-    // in order, so nothing can come between them.
-    requests.cork();
-    for (const part of frame) requests.write(part);
-    requests.uncork();
+    writeFrame(this.#requests, frame);
   }
 
   kill(signal: NodeJS.Signals): void {

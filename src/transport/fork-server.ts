@@ -6,6 +6,7 @@ import { ProtocolError } from '../errors.js';
 import type { InitErrorMessage } from '../protocol/index.js';
 import { spawnChildProcess } from './child-process.js';
 import { LineSplitter } from './line-splitter.js';
+import { afterDrain, writeFrame } from './pipes.js';
 import { ReplyReader } from './reply-reader.js';
 import { createSocketDir, removeSocketDir } from './socket-dir.js';
 import { type TemplateMessage, TemplateProcess } from './template.js';
@@ -64,9 +65,7 @@ export interface ForkServerOptions {
 const HELLO_TIMEOUT_MS = 10_000;
 const TOKEN_BYTES = 16;
 const HELLO_LENGTH = TOKEN_BYTES * 2 + 1;
-// See child-process.ts: how long to wait for the last output after the exit, for a reply pipe
-// that closed while the process lives, and for an incomplete frame.
-const OUTPUT_DRAIN_MS = 100;
+// See child-process.ts: how long the exit event gets to follow a reply pipe that closed.
 const REPLY_EOF_GRACE_MS = 250;
 // How long a template gets to exit after its control channel is closed, before SIGKILL.
 const TEMPLATE_STOP_MS = 1000;
@@ -635,13 +634,7 @@ class ForkedTransport implements WorkerTransport {
       return;
     }
     if (socket.destroyed) return;
-    if (frame instanceof Uint8Array) {
-      socket.write(frame);
-      return;
-    }
-    socket.cork();
-    for (const part of frame) socket.write(part);
-    socket.uncork();
+    writeFrame(socket, frame);
   }
 
   kill(signal: NodeJS.Signals): void {
@@ -680,13 +673,11 @@ class ForkedTransport implements WorkerTransport {
   exited(exit: ProcessExit): void {
     if (this.#exit) return;
     this.#exit = exit;
-    this.#drainTimer = setTimeout(() => {
-      // As in child-process.ts: read what is still in the sockets before giving up on them.
-      setImmediate(() => {
-        for (const kind of ['p', 'o', 'e'] as const) this.#closeKind(kind);
-        this.#maybeReport();
-      });
-    }, OUTPUT_DRAIN_MS).unref();
+    // Read what is still in the sockets before giving up on them.
+    this.#drainTimer = afterDrain(() => {
+      for (const kind of ['p', 'o', 'e'] as const) this.#closeKind(kind);
+      this.#maybeReport();
+    });
     this.#maybeReport();
   }
 

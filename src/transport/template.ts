@@ -1,6 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
+import { encodeFrame } from '../protocol/frame.js';
 import { LineSplitter } from './line-splitter.js';
+import { afterDrain } from './pipes.js';
 import type { ProcessExit, SpawnSpec } from './transport.js';
 
 /** What the template process says on its control channel (python/pyvisor/_forkserver.py). */
@@ -20,8 +22,6 @@ export interface TemplateHandlers {
   exit(exit: ProcessExit): void;
 }
 
-// As for a worker (child-process.ts): the last bytes may follow the exit event.
-const DRAIN_MS = 100;
 // Control messages are a few hundred bytes; anything this large is not one.
 const MAX_CONTROL_FRAME = 16 * 1024 * 1024;
 
@@ -83,12 +83,10 @@ export class TemplateProcess {
     });
     child.on('exit', (exitCode, signal) => {
       this.#exit = { exitCode, signal };
-      this.#drainTimer = setTimeout(() => {
-        setImmediate(() => {
-          this.#open = 0;
-          this.#maybeReport();
-        });
-      }, DRAIN_MS).unref();
+      this.#drainTimer = afterDrain(() => {
+        this.#open = 0;
+        this.#maybeReport();
+      });
       this.#maybeReport();
     });
   }
@@ -134,11 +132,7 @@ export class TemplateProcess {
 
   #send(message: object): void {
     if (this.#exit || this.#requests.destroyed || this.#requests.writableEnded) return;
-    const body = Buffer.from(JSON.stringify(message));
-    const frame = Buffer.allocUnsafe(4 + body.length);
-    frame.writeUInt32BE(body.length, 0);
-    body.copy(frame, 4);
-    this.#requests.write(frame);
+    this.#requests.write(encodeFrame(JSON.stringify(message)));
   }
 
   #onData(chunk: Buffer): void {
